@@ -1,0 +1,186 @@
+"""Every config key of lrr_jax with its default, and validation of a config.
+
+Config files under `configs/` start from `get_base_config()` and override a
+few fields. `validate` checks a config before any data is loaded or anything
+is compiled and raises `ConfigError` naming the key at fault.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from lrr_jax.errors import ConfigError
+
+EXPERIMENTS = ("prune", "single_neuron", "lmc")
+METHODS = ("imp", "wr", "lrr", "lrr_bn_rewind")
+DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet")
+MODELS = ("mlp", "resnet18", "resnet50", "resnet50_imagenet")
+ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk")
+SIGN_TRANSFERS = ("", "source_signs", "own_signs", "init_signs", "shuffled_init_magnitudes")
+# Fields that do not change what a run computes: they may differ on resume.
+NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
+                "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
+                "tensorboard", "methods")
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
+    c.method = "lrr"  # imp | wr | lrr | lrr_bn_rewind
+    # Comma-separated methods run one after another, each in <workdir>/<method>;
+    # empty: just `method`, in <workdir> itself.
+    c.methods = ""
+
+    # Data.
+    c.dataset = "cifar10"  # mnist1d | digits | cifar10 | cifar100 | tiny_imagenet
+    c.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
+    c.cifar_archive = ""  # an already downloaded cifar-10/100-binary.tar.gz to prepare from
+    c.download = False  # let TFDS download CIFAR (off: an offline machine must not wait)
+    c.tiny_imagenet_dir = ""  # the unpacked tiny-imagenet-200 folder
+    c.train_limit = 0  # use only the first N training examples (0 = all)
+    c.test_limit = 0  # use only the first N test examples (0 = all)
+    c.augment = True  # random crop (zero padding) + horizontal flip, images only
+    c.augment_pad = 4
+
+    # Model.
+    c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
+    c.width = 1.0  # channel multiplier (1.0 = the paper's widths)
+    c.mlp_hidden = (256, 256)
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+
+    # Pruning schedule.
+    c.levels = 12  # level 0 trains dense; level k trains at density (1 - prune_fraction)^k
+    c.prune_fraction = 0.2  # fraction of the remaining weights pruned after each level
+    c.pruning = "global"  # allocation: global | layerwise | uniform | balanced | erk
+    c.random_mask = False  # score weights randomly instead of by magnitude
+    c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
+
+    # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
+    c.epochs_per_level = 150
+    c.warmup_epochs = 10  # linear warm-up lr*(e+1)/warmup_epochs before level 0; WR rewinds to its end
+    c.batch_size = 256
+    c.eval_batch_size = 1000
+    c.lr = 0.1
+    c.lr_min = 0.01
+    c.momentum = 0.9
+    c.weight_decay = 1e-4
+    c.reset_momentum = False  # LRR: zero the momentum at each level (paper code keeps it)
+    c.rewind_batch_stats = False  # IMP/WR: also rewind BN running stats (paper code keeps them)
+
+    # Replicas: K models stacked and vmapped through one program, sharing each batch.
+    c.num_replicas = 1  # seeds per perturbation probability: seed, seed+1, ...
+    c.seed = 0
+    # Sign perturbation: every `perturb_every` epochs of a level, flip each unpruned
+    # weight's sign with probability p. Comma-separated list: one replica group per p.
+    c.perturb_probs = "0"
+    c.perturb_every = 30
+
+    # Transfers from another run directory (a workdir of a single method).
+    c.mask_source = ""  # train level k with the source's level-k mask
+    c.sign_source = ""  # take signs from the source's weights that start level k
+    # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
+    c.sign_transfer = ""
+
+    # Linear mode connectivity (experiment = 'lmc'): two checkpoints, 'RUN_DIR:LEVEL'.
+    c.lmc_a = ""
+    c.lmc_b = ""
+    c.lmc_points = 11
+
+    # Execution.
+    c.parallel = "pmap"  # pmap | shard_map
+    c.num_devices = 0  # 0 = all local devices
+    c.eval_every_epochs = 1  # the last epoch of a level is always evaluated
+    c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
+    c.progress = True  # tqdm progress bars
+    c.tensorboard = True
+    c.overwrite = False  # allow a workdir holding a run of a different config
+    return c
+
+
+def parse_list(value, cast=str) -> list:
+    """'a,b' or ('a', 'b') -> [cast(a), cast(b)]."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        items = list(value)
+    return [cast(v) for v in items]
+
+
+def methods_of(config) -> list[str]:
+    return parse_list(config.methods) if config.methods else [config.method]
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def validate(config) -> None:
+    """Raise ConfigError for the first bad value found; cheap, no I/O beyond file checks."""
+    _require(config.experiment in EXPERIMENTS, "experiment",
+             f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
+    if config.experiment == "single_neuron":
+        return
+    if config.experiment == "lmc":
+        _require(bool(config.lmc_a) and bool(config.lmc_b), "lmc_a",
+                 "experiment 'lmc' needs --config.lmc_a and --config.lmc_b as RUN_DIR:LEVEL")
+    methods = methods_of(config)
+    for m in methods:
+        _require(m in METHODS, "methods" if config.methods else "method",
+                 f"unknown method {m!r}; expected one of {METHODS}")
+    _require(len(set(methods)) == len(methods), "methods", "a method is listed twice")
+    _require(config.dataset in DATASETS, "dataset",
+             f"unknown dataset {config.dataset!r}; expected one of {DATASETS}")
+    _require(config.model in MODELS, "model",
+             f"unknown model {config.model!r}; expected one of {MODELS}")
+    _require(config.dtype in ("float32", "bfloat16"), "dtype",
+             f"unknown dtype {config.dtype!r}; expected float32 or bfloat16")
+    _require(0.0 < config.prune_fraction < 1.0, "prune_fraction",
+             f"must be in (0, 1), got {config.prune_fraction}")
+    _require(int(config.levels) >= 1, "levels", f"must be >= 1, got {config.levels}")
+    _require(config.pruning in ALLOCATIONS, "pruning",
+             f"unknown allocation {config.pruning!r}; expected one of {ALLOCATIONS}")
+    _require(int(config.epochs_per_level) >= 1, "epochs_per_level",
+             f"must be >= 1, got {config.epochs_per_level}")
+    _require(int(config.warmup_epochs) >= 0, "warmup_epochs",
+             f"must be >= 0, got {config.warmup_epochs}")
+    _require(int(config.batch_size) >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
+    _require(int(config.eval_batch_size) >= 1, "eval_batch_size",
+             f"must be >= 1, got {config.eval_batch_size}")
+    for key in ("lr", "lr_min", "weight_decay"):
+        value = float(config[key])
+        _require(math.isfinite(value) and value >= 0, key, f"must be >= 0, got {value}")
+    _require(float(config.lr) > 0, "lr", f"must be > 0, got {config.lr}")
+    _require(0.0 <= float(config.momentum) < 1.0, "momentum",
+             f"must be in [0, 1), got {config.momentum}")
+    _require(int(config.num_replicas) >= 1, "num_replicas",
+             f"must be >= 1, got {config.num_replicas}")
+    try:
+        probs = parse_list(config.perturb_probs, float)
+    except ValueError:
+        raise ConfigError("perturb_probs", f"not a list of numbers: {config.perturb_probs!r}")
+    _require(len(probs) >= 1 and all(0.0 <= p <= 1.0 for p in probs), "perturb_probs",
+             f"each probability must be in [0, 1], got {config.perturb_probs!r}")
+    _require(int(config.perturb_every) >= 1, "perturb_every",
+             f"must be >= 1, got {config.perturb_every}")
+    _require(config.parallel in ("pmap", "shard_map"), "parallel",
+             f"unknown backend {config.parallel!r}; expected pmap or shard_map")
+    _require(int(config.num_devices) >= 0, "num_devices", "must be >= 0")
+    _require(int(config.checkpoint_every_epochs) >= 0, "checkpoint_every_epochs", "must be >= 0")
+    _require(int(config.eval_every_epochs) >= 1, "eval_every_epochs", "must be >= 1")
+    _require(config.sign_transfer in SIGN_TRANSFERS, "sign_transfer",
+             f"unknown sign transfer {config.sign_transfer!r}; expected one of {SIGN_TRANSFERS}")
+    _require(config.sign_transfer != "source_signs" or bool(config.sign_source), "sign_source",
+             "sign_transfer 'source_signs' needs --config.sign_source=RUN_DIR")
+    _require(config.model != "mlp" or config.dataset in ("mnist1d", "digits"), "model",
+             f"model 'mlp' takes vector data (mnist1d, digits), not {config.dataset!r}")
+    _require(config.model == "mlp" or config.dataset not in ("mnist1d", "digits"), "model",
+             f"dataset {config.dataset!r} is vector data: use model 'mlp'")
+
+
+def replica_settings(config) -> list[tuple[int, float]]:
+    """(seed, perturb_prob) of each replica: every probability times num_replicas seeds."""
+    probs = parse_list(config.perturb_probs, float)
+    return [(int(config.seed) + s, p) for p in probs for s in range(int(config.num_replicas))]

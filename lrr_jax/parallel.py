@@ -1,0 +1,59 @@
+"""Data parallelism: the one module that knows how per-device code is mapped.
+
+Per-device functions (see `train.py`) use the collective axis `train.AXIS`.
+A `Backend` maps them over the local devices with either `jax.pmap`
+(`config.parallel = 'pmap'`) or `jax.jit` + `jax.shard_map`
+(`config.parallel = 'shard_map'`). In both, the train state and the dataset
+are replicated: every device holds them whole and takes its slice of each
+batch, so the same step runs on 1 or N devices and gives the same result up
+to floating-point reassociation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lrr_jax import train
+
+BACKENDS = ("pmap", "shard_map")
+
+
+class Backend:
+    """Maps per-device functions over `devices` and places data for them."""
+
+    def __init__(self, kind: str, devices=None):
+        if kind not in BACKENDS:
+            raise ValueError(f"unknown parallel backend {kind!r}; expected one of {BACKENDS}")
+        self.kind = kind
+        self.devices = list(devices) if devices is not None else jax.local_devices()
+        self.num_devices = len(self.devices)
+        self._mesh = Mesh(np.array(self.devices), (train.AXIS,))
+        self._replicated = NamedSharding(self._mesh, P())
+
+    def put(self, tree: Any) -> Any:
+        """Place a host pytree where the mapped functions read it (replicated)."""
+        if self.kind == "shard_map":
+            return jax.device_put(tree, self._replicated)
+        return jax.device_put(tree, self.devices[0])
+
+    def map(self, fn: Callable, num_args: int, donate_first: bool = False) -> Callable:
+        """Map a per-device function of `num_args` replicated arguments.
+
+        Its outputs must be identical on every device (reduced over the data
+        axis); they come back as ordinary, unmapped arrays.
+        """
+        if self.kind == "pmap":
+            return jax.pmap(fn, axis_name=train.AXIS, in_axes=(None,) * num_args,
+                            out_axes=None, devices=self.devices)
+        mapped = jax.shard_map(fn, mesh=self._mesh, in_specs=(P(),) * num_args, out_specs=P())
+        return jax.jit(mapped, donate_argnums=(0,) if donate_first else ())
+
+
+def get(tree: Any) -> Any:
+    """Host numpy copy of a pytree."""
+    return jax.tree.map(np.asarray, jax.device_get(tree))
