@@ -59,7 +59,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
     c.epochs_per_level = 150
-    c.warmup_epochs = 10  # linear warm-up lr*(e+1)/warmup_epochs before level 0; WR rewinds to its end
+    # Linear warm-up lr*(e+1)/warmup_epochs before level 0 (all methods); WR rewinds to its end.
+    c.warmup_epochs = 10
     c.batch_size = 256
     c.eval_batch_size = 1000
     c.lr = 0.1
@@ -160,7 +161,8 @@ def validate(config) -> None:
     try:
         probs = parse_list(config.perturb_probs, float)
     except ValueError:
-        raise ConfigError("perturb_probs", f"not a list of numbers: {config.perturb_probs!r}")
+        raise ConfigError("perturb_probs",
+                          f"not a list of numbers: {config.perturb_probs!r}") from None
     _require(len(probs) >= 1 and all(0.0 <= p <= 1.0 for p in probs), "perturb_probs",
              f"each probability must be in [0, 1], got {config.perturb_probs!r}")
     _require(int(config.perturb_every) >= 1, "perturb_every",

@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -26,8 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrr_jax import (checkpoints, config_base, data, masks, models, parallel, pruning, rewind,
-                     signs, train)
+from lrr_jax import (
+    checkpoints,
+    config_base,
+    data,
+    masks,
+    models,
+    parallel,
+    pruning,
+    rewind,
+    signs,
+    train,
+)
 from lrr_jax.errors import ConfigError
 
 RESULT_COLUMNS = (
@@ -82,6 +91,8 @@ class Setup:
     backend: parallel.Backend
     placed: dict  # device arrays: train_x, train_y, test_x, test_y, test_w
     eval_batch: int
+    model: Any  # the flax module (the same for every method)
+    programs: dict = dataclasses.field(default_factory=dict)  # compiled, shared by methods
 
 
 class MethodRun:
@@ -95,9 +106,8 @@ class MethodRun:
         self.store = checkpoints.Store(self.run_dir)
         self.replicas = config_base.replica_settings(self.config)
         self.probs = np.array([p for _, p in self.replicas], np.float32)
-        ds = setup.dataset
-        self.model = models.create(self.config, ds.num_classes, bn_axis_name=train.AXIS)
-        self._compiled = {}
+        self.model = setup.model
+        self._compiled = setup.programs
         self.writer = None
 
     # ---- compiled programs -------------------------------------------------------------
@@ -109,7 +119,8 @@ class MethodRun:
                 num_train=ds.train_x.shape[0], num_devices=b.num_devices,
                 mean=ds.mean, std=ds.std, image=ds.is_image)
             self._compiled[phase] = b.map(fn, 4, donate_first=True)
-            self.steps_per_epoch = steps
+            self._compiled["steps_per_epoch"] = steps
+        self.steps_per_epoch = self._compiled["steps_per_epoch"]
         return self._compiled[phase]
 
     def _eval_fn(self):
@@ -307,7 +318,9 @@ class MethodRun:
             self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
         sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
         seeds = [s for s, _ in self.replicas]
-        init = parallel.get(train.create_replicas(self.model, config, seeds, sample))
+        if "init" not in self._compiled:
+            self._compiled["init"] = train.replica_initializer(self.model, config, sample)
+        init = parallel.get(self._compiled["init"](seeds))
         self._init_like = init
         if self.store.exists("init"):
             init, _ = self.store.restore("init", init)
@@ -390,7 +403,8 @@ def make_setup(config) -> Setup:
         dataset.test_x, dataset.test_y, backend.num_devices, config.eval_batch_size)
     placed = backend.put({"train_x": dataset.train_x, "train_y": dataset.train_y,
                           "test_x": test_x, "test_y": test_y, "test_w": test_w})
-    return Setup(config, dataset, backend, placed, eval_batch)
+    model = models.create(config, dataset.num_classes, bn_axis_name=train.AXIS)
+    return Setup(config, dataset, backend, placed, eval_batch, model)
 
 
 def check_workdir(config, run_dir: str) -> None:

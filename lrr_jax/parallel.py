@@ -11,7 +11,8 @@ to floating-point reassociation.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,10 +37,12 @@ class Backend:
         self._replicated = NamedSharding(self._mesh, P())
 
     def put(self, tree: Any) -> Any:
-        """Place a host pytree where the mapped functions read it (replicated)."""
-        if self.kind == "shard_map":
-            return jax.device_put(tree, self._replicated)
-        return jax.device_put(tree, self.devices[0])
+        """Place a host pytree where the mapped functions read it (replicated).
+
+        Both backends return their outputs with this sharding, so feeding an
+        output back in (the next epoch) hits the compilation cache.
+        """
+        return jax.device_put(tree, self._replicated)
 
     def map(self, fn: Callable, num_args: int, donate_first: bool = False) -> Callable:
         """Map a per-device function of `num_args` replicated arguments.
@@ -48,8 +51,12 @@ class Backend:
         axis); they come back as ordinary, unmapped arrays.
         """
         if self.kind == "pmap":
-            return jax.pmap(fn, axis_name=train.AXIS, in_axes=(None,) * num_args,
-                            out_axes=None, devices=self.devices)
+            # pmap needs one mapped argument: a per-device index that fn ignores.
+            mapped = jax.pmap(lambda _, *args: fn(*args), axis_name=train.AXIS,
+                              in_axes=(0,) + (None,) * num_args, out_axes=None,
+                              devices=self.devices)
+            index = np.arange(self.num_devices)
+            return lambda *args: mapped(index, *args)
         mapped = jax.shard_map(fn, mesh=self._mesh, in_specs=(P(),) * num_args, out_specs=P())
         return jax.jit(mapped, donate_argnums=(0,) if donate_first else ())
 

@@ -60,7 +60,7 @@ def is_batchnorm_param(params: PyTree, batch_stats: PyTree) -> PyTree:
 
 
 def learning_rate_rewind_bn(state, point):
-    """LRR with BN rewind: trained weights kept; BN scale/bias, running stats and optimizer rewound."""
+    """LRR with BN rewind: weights kept; BN scale/bias, running stats and optimizer rewound."""
     flags = is_batchnorm_param(state.params, state.batch_stats)
     params = jax.tree.map(lambda f, p, q: q if f else p, flags, state.params, point.params)
     return _restart(state.replace(params=params, batch_stats=point.batch_stats,

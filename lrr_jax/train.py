@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -89,10 +90,15 @@ def create_state(model, config, rng: jax.Array, sample_x: jax.Array) -> TrainSta
     )
 
 
+def replica_initializer(model, config, sample_x) -> Callable[[list[int]], TrainState]:
+    """A compiled function: seeds -> K replicas stacked on a leading axis (r from seeds[r])."""
+    init = jax.jit(jax.vmap(lambda k: create_state(model, config, k, sample_x)))
+    return lambda seeds: init(jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds]))
+
+
 def create_replicas(model, config, seeds, sample_x) -> TrainState:
     """K replicas stacked on a leading axis, replica r initialized from seeds[r]."""
-    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.jit(jax.vmap(lambda k: create_state(model, config, k, sample_x)))(keys)
+    return replica_initializer(model, config, sample_x)(seeds)
 
 
 def cross_entropy(logits, labels):

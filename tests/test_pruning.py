@@ -9,7 +9,8 @@ from lrr_jax import masks, pruning
 def tiny_params():
     return {
         "conv": {"kernel": np.array([[0.5, -3.0], [2.0, -0.1]], np.float32)},
-        "bn": {"scale": np.array([0.01, 5.0], np.float32), "bias": np.array([0.0, 1.0], np.float32)},
+        "bn": {"scale": np.array([0.01, 5.0], np.float32),
+               "bias": np.array([0.0, 1.0], np.float32)},
         "dense": {"kernel": np.array([[1.0, -0.2, 4.0]], np.float32),
                   "bias": np.array([9.0, 9.0, 9.0], np.float32)},
     }

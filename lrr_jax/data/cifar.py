@@ -1,0 +1,322 @@
+"""CIFAR-10/100 through TFDS ArrayRecord, without TensorFlow.
+
+TFDS's stock CIFAR builders parse the tarball with `tf.io.gfile` and encode
+PNGs with `tf.image`, and `tfds.load` builds a `tf.data` pipeline: all of that
+needs TensorFlow. Reading prepared ArrayRecord files through
+`builder.as_data_source` does not. So the builders here subclass TFDS's own
+`Cifar10`/`Cifar100` (same name, version, features and split layout, hence
+the same `<data_dir>/cifar10/3.0.2/` directory that `tfds.data_source('cifar10',
+data_dir=...)` reads) and only replace the two TensorFlow-dependent steps:
+the tarball is read with python's `tarfile` and images are PNG-encoded with PIL.
+
+Where the data comes from, in order (`load_arrays`):
+1. already prepared in `config.data_dir` -> read it;
+2. `config.cifar_archive` names a local `cifar-10-binary.tar.gz` /
+   `cifar-100-binary.tar.gz` -> prepare from it offline, then read;
+3. `config.download` -> let TFDS's download manager fetch the official tarball
+   (checksum-verified against TFDS's registered checksums);
+4. otherwise raise `ConfigError('dataset', ...)` at once, never touching the
+   network (an offline TFDS download retries for minutes).
+
+Decoding 60000 PNGs through TFDS takes ~25 s, so the decoded arrays are cached
+as an `.npz` keyed by the prepared files' names, sizes and mtimes.
+"""
+
+import hashlib
+import io
+import os
+import tarfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.image_classification import cifar as tfds_cifar
+
+from lrr_jax import errors
+from lrr_jax.data import embedded
+
+_IMAGE_BYTES = 3 * 32 * 32
+# Examples decoded per `__getitems__` call: bounds the list of decoded dicts
+# held at once while keeping ArrayRecord's batched reads.
+_READ_CHUNK = 5000
+# Bump when the cached array layout changes.
+_CACHE_VERSION = 1
+
+ARCHIVE_NAMES = {"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """PNG-encodes an HWC uint8 image with PIL (TFDS would use tf.image.encode_png)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def read_archive_members(path: str, prefix: str, names: list[str]) -> dict[str, bytes]:
+    """Reads the named files under `prefix` from a CIFAR binary tarball.
+
+    The archive is streamed once front to back: seeking backwards in a gzip
+    stream would mean decompressing it again.
+
+    Args:
+        path: Path of the `.tar.gz`.
+        prefix: Folder inside the archive, e.g. 'cifar-10-batches-bin/'.
+        names: File names under `prefix` that must all be present.
+
+    Returns:
+        Dict from file name to its bytes.
+
+    Raises:
+        ConfigError: ('cifar_archive') if the file is not a readable tarball or
+            lacks one of `names` (e.g. the python or matlab CIFAR version).
+    """
+    blobs = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile() and member.name.startswith(prefix):
+                    name = member.name[len(prefix) :]
+                    if name in names:
+                        blobs[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise errors.ConfigError("cifar_archive", f"cannot read {path} as a tarball: {e}") from e
+    missing = [prefix + n for n in names if n not in blobs]
+    if missing:
+        raise errors.ConfigError(
+            "cifar_archive",
+            f"{path} lacks {', '.join(missing)}; expected the official *binary* CIFAR "
+            "tarball (cifar-10-binary.tar.gz or cifar-100-binary.tar.gz), "
+            "not the python or matlab version",
+        )
+    return blobs
+
+
+class _BinaryTarballMixin:
+    """Replaces the TensorFlow-dependent steps of TFDS's CIFAR builders.
+
+    Examples, keys and ids are generated exactly as the stock builder does
+    (key = index in file order, id = 'train_00042'), so the prepared data has
+    the same content and shuffled order as a TFDS-with-TensorFlow preparation.
+    """
+
+    def __init__(self, *, archive: str | None = None, **kwargs):
+        """Creates the builder.
+
+        Args:
+            archive: Local official binary tarball to prepare from; None means
+                download it with TFDS's download manager.
+            **kwargs: Passed to `tfds.core.DatasetBuilder` (e.g. data_dir).
+        """
+        self._archive = archive
+        super().__init__(**kwargs)
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def _checksums_path(cls):
+        # TFDS looks for checksums next to the builder's module; point it at
+        # the registered ones for the stock dataset so downloads are verified.
+        return tfds.core.utils.tfds_path() / "url_checksums" / f"{cls.name}.txt"
+
+    def _split_generators(self, dl_manager):
+        """Reads the tarball (local or downloaded) and returns both splits' generators."""
+        info = self._cifar_info
+        path = self._archive if self._archive else os.fspath(dl_manager.download(info.url))
+        names = list(info.train_files) + list(info.test_files) + list(info.label_files)
+        blobs = read_archive_members(path, info.prefix, names)
+        for label_key, label_file in zip(info.label_keys, info.label_files, strict=True):
+            label_names = [n for n in blobs[label_file].decode().split("\n") if n]
+            self.info.features[label_key].names = label_names
+        return {
+            "train": self._generate_examples("train_", [blobs[f] for f in info.train_files]),
+            "test": self._generate_examples("test_", [blobs[f] for f in info.test_files]),
+        }
+
+    def _generate_examples(self, split_prefix, blobs):
+        """Yields (index, example) from the binary records of one split.
+
+        Args:
+            split_prefix: 'train_' or 'test_', the stock builder's id prefix.
+            blobs: Contents of the split's .bin files, in order.
+
+        Yields:
+            (key, example) with 'id', 'image' (PNG bytes) and the label key(s).
+        """
+        label_keys = self._cifar_info.label_keys
+        num_labels = len(label_keys)
+        index = 0
+        for blob in blobs:
+            if len(blob) % (num_labels + _IMAGE_BYTES):
+                raise errors.ConfigError(
+                    "cifar_archive",
+                    f"a {self.name} .bin file has {len(blob)} bytes, not a multiple of "
+                    f"{num_labels + _IMAGE_BYTES}",
+                )
+            records = np.frombuffer(blob, np.uint8).reshape(-1, num_labels + _IMAGE_BYTES)
+            for record in records:
+                example = {
+                    key: int(v) for key, v in zip(label_keys, record[:num_labels], strict=True)
+                }
+                example["id"] = f"{split_prefix}{index:05d}"
+                image = record[num_labels:].reshape(3, 32, 32).transpose(1, 2, 0)
+                example["image"] = _encode_png(np.ascontiguousarray(image))
+                yield index, example
+                index += 1
+
+
+class Cifar10(_BinaryTarballMixin, tfds_cifar.Cifar10, skip_registration=True):
+    """TFDS `cifar10` 3.0.2, prepared from the binary tarball without TensorFlow."""
+
+    # Same name as the stock builder -> same directory; skip_registration
+    # avoids clashing with it in TFDS's registry.
+    name = "cifar10"
+
+
+class Cifar100(_BinaryTarballMixin, tfds_cifar.Cifar100, skip_registration=True):
+    """TFDS `cifar100` 3.0.2, prepared from the binary tarball without TensorFlow."""
+
+    name = "cifar100"
+
+
+_BUILDERS = {"cifar10": Cifar10, "cifar100": Cifar100}
+
+
+def builder(kind: str, data_dir: str | None = None, archive: str | None = None):
+    """Returns the TensorFlow-free builder for 'cifar10' or 'cifar100'.
+
+    Args:
+        kind: 'cifar10' or 'cifar100'.
+        data_dir: TFDS data dir; None or '' means TFDS's default.
+        archive: Local binary tarball used if the builder has to prepare.
+    """
+    return _BUILDERS[kind](data_dir=data_dir or None, archive=archive or None)
+
+
+def prepare(
+    kind: str, data_dir: str | None = None, archive: str | None = None, download: bool = False
+):
+    """Prepares CIFAR as ArrayRecord in `data_dir` unless it is already there.
+
+    Args:
+        kind: 'cifar10' or 'cifar100'.
+        data_dir: TFDS data dir; None or '' means TFDS's default.
+        archive: Local official binary tarball; takes precedence over `download`.
+        download: Whether TFDS may download the tarball when `archive` is not given.
+
+    Returns:
+        The prepared builder.
+
+    Raises:
+        ConfigError: ('cifar_archive') for a missing or malformed archive;
+            ('dataset') when there is neither an archive nor permission to download.
+    """
+    b = builder(kind, data_dir, archive)
+    if b.is_prepared():
+        return b
+    if archive and not os.path.isfile(archive):
+        raise errors.ConfigError("cifar_archive", f"{archive} does not exist or is not a file")
+    if not archive and not download:
+        raise errors.ConfigError("dataset", _not_prepared_message(kind, b.data_dir_root))
+    b.download_and_prepare(
+        file_format="array_record",
+        # GCS lookups are off by default in TFDS 4.9.10; pinned off so an
+        # offline machine never waits on them.
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+    )
+    return b
+
+
+def _not_prepared_message(kind: str, data_dir: str) -> str:
+    return (
+        f"{kind} is not prepared in {data_dir}; run `python -m lrr_jax.data.prepare "
+        f"--dataset={kind} --archive=/path/{ARCHIVE_NAMES[kind]} --data_dir={data_dir}` "
+        "or set --config.cifar_archive=... or --config.download=True"
+    )
+
+
+def _read_split(source, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes one split into arrays in the original file order.
+
+    TFDS shuffles examples when writing, so each example is placed at the
+    index encoded in its id ('train_00042' -> 42), restoring the tarball's
+    order; `train_limit` then means "the first N images of the tarball".
+    """
+    n = len(source)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    labels = np.empty((n,), np.int32)
+    seen = np.zeros((n,), bool)
+    for start in range(0, n, _READ_CHUNK):
+        for example in source.__getitems__(list(range(start, min(n, start + _READ_CHUNK)))):
+            ident = example["id"]
+            ident = ident.decode() if isinstance(ident, bytes) else str(ident)
+            index = int(ident.rsplit("_", 1)[1])
+            if not 0 <= index < n or seen[index]:
+                raise ValueError(f"{split}: unexpected example id {ident!r} among {n} examples")
+            seen[index] = True
+            images[index] = example["image"]
+            labels[index] = example["label"]
+    return images, labels
+
+
+def _fingerprint(version_dir: str) -> str:
+    """Hashes the prepared files' names, sizes and mtimes: changes if re-prepared."""
+    h = hashlib.sha256(f"v{_CACHE_VERSION}:{os.path.abspath(version_dir)}".encode())
+    for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Reads a prepared builder's splits into numpy, via an `.npz` cache.
+
+    Args:
+        b: A prepared builder from `builder`/`prepare`.
+        cache_dir: Where to keep the decoded arrays; None disables the cache.
+
+    Returns:
+        Dict with 'train_x', 'test_x' (uint8 (N,32,32,3)) and 'train_y',
+        'test_y' (int32; the fine label for CIFAR-100), in tarball order.
+
+    Raises:
+        ConfigError: ('dataset') if the data was prepared in a format without
+            random access (e.g. tfrecord by TFDS with TensorFlow).
+    """
+    cache_path = None
+    if cache_dir:
+        cache_path = os.path.join(cache_dir, f"{b.name}-{_fingerprint(b.data_dir)}.npz")
+        cached = embedded.load_npz(cache_path)
+        if cached is not None:
+            return cached
+    try:
+        sources = {split: b.as_data_source(split) for split in ("train", "test")}
+    except NotImplementedError as e:
+        raise errors.ConfigError(
+            "dataset",
+            f"{b.name} in {b.data_dir} is stored as {b.info.file_format.value}, which has no "
+            "random access without TensorFlow; prepare it into another --config.data_dir "
+            "(it is written as array_record)",
+        ) from e
+    arrays = {}
+    for split, source in sources.items():
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = _read_split(source, split)
+    if cache_path:
+        embedded.save_npz_atomic(cache_path, arrays)
+    return arrays
+
+
+def load_arrays(config, kind: str) -> dict[str, np.ndarray]:
+    """Returns CIFAR arrays, preparing the dataset first if allowed (see module doc).
+
+    Args:
+        config: Reads `data_dir`, `cifar_archive`, `download`.
+        kind: 'cifar10' or 'cifar100'.
+    """
+    b = prepare(
+        kind,
+        data_dir=config.get("data_dir", "") or None,
+        archive=config.get("cifar_archive", "") or None,
+        download=bool(config.get("download", False)),
+    )
+    return read(b, cache_dir=embedded.cache_dir(config))

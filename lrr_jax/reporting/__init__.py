@@ -1,0 +1,1 @@
+"""Figures and summaries read from run directories; never imports training code."""
