@@ -22,7 +22,8 @@ SIGN_TRANSFERS = ("", "source_signs", "own_signs", "init_signs", "shuffled_init_
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods")
+                "tensorboard", "methods",
+                "levels")  # more levels extend a finished run; the finished ones stay valid
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -127,6 +128,8 @@ def validate(config) -> None:
     if config.experiment == "lmc":
         _require(bool(config.lmc_a) and bool(config.lmc_b), "lmc_a",
                  "experiment 'lmc' needs --config.lmc_a and --config.lmc_b as RUN_DIR:LEVEL")
+    _require(config.method in METHODS, "method",
+             f"unknown method {config.method!r}; expected one of {METHODS}")
     methods = methods_of(config)
     for m in methods:
         _require(m in METHODS, "methods" if config.methods else "method",

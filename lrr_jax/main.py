@@ -24,10 +24,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.value:
         _fail("workdir", "--workdir is required")
+    verbose = flags.FLAGS["verbosity"].present
+    if not verbose:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     try:
         driver.run(CONFIG.value, FLAGS.value)
     except (ConfigError, driver.TrainingDiverged) as e:
-        if logging.get_verbosity() >= 1:
+        if verbose:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
