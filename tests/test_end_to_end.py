@@ -1,0 +1,101 @@
+"""End to end through the entry point users call: `python -m lrr_jax.main`."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lrr_jax
+from lrr_jax.data import synthetic_cifar
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config.levels=3", "--config.epochs_per_level=2", "--config.warmup_epochs=1",
+        "--config.progress=False"]
+
+
+def main(workdir, *overrides, config="configs/quickstart.py"):
+    cmd = [sys.executable, "-m", "lrr_jax.main", f"--config={config}", f"--workdir={workdir}",
+           *overrides]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def three_methods(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quick")
+    out = main(workdir, *TINY)
+    return workdir, out
+
+
+def test_three_methods_results(three_methods):
+    workdir, out = three_methods
+    assert "imp (%)" in out.stdout and "lrr (%)" in out.stdout  # the side-by-side table
+    level0 = {}
+    for method in ("imp", "wr", "lrr"):
+        rows = read_rows(workdir / method / "results.csv")
+        assert len(rows) == 3 * 2  # 3 levels x 2 seeds (replicas)
+        for row in rows:
+            level = int(row["level"])
+            assert float(row["density"]) == pytest.approx(0.8 ** level, abs=1e-5)
+            assert 0.0 <= float(row["test_acc"]) <= 1.0
+            assert float(row["best_test_acc"]) >= float(row["test_acc"])
+            assert row["method"] == method
+            assert row["sign_flip_frac_vs_prev"] == "" if level == 0 else \
+                0.0 <= float(row["sign_flip_frac_vs_prev"]) <= 1.0
+        level0[method] = [r["test_acc"] for r in rows if r["level"] == "0"]
+        assert (workdir / method / "config.json").exists()
+        assert os.listdir(workdir / method / "tb")
+    # Level 0 (warm-up + dense training) is the same program for every method.
+    assert level0["imp"] == level0["wr"] == level0["lrr"]
+
+
+def test_load_level(three_methods):
+    workdir, _ = three_methods
+    init = lrr_jax.load_level(str(workdir / "imp"), "init")
+    final = lrr_jax.load_level(str(workdir / "imp"), 2)
+    kernels = [k for k in final["mask"] if "kernel" in final["mask"][k]]
+    kept = sum(final["mask"][k]["kernel"].sum() for k in kernels)
+    total = sum(final["mask"][k]["kernel"].size for k in kernels)
+    assert kept == round(0.64 * total)
+    assert final["params"]["dense1"]["kernel"].shape == init["params"]["dense1"]["kernel"].shape
+    # Biases are never pruned.
+    assert np.all(final["mask"]["dense1"]["bias"] == 1)
+    # Replica 1 is another seed.
+    other = lrr_jax.load_level(str(workdir / "imp"), "init", replica=1)
+    assert not np.array_equal(other["params"]["fc"]["kernel"], init["params"]["fc"]["kernel"])
+    with pytest.raises(lrr_jax.driver.ConfigError):
+        lrr_jax.load_level(str(workdir / "imp"), 7)
+
+
+def test_resume_after_level_one_gives_identical_results(tmp_path, three_methods):
+    workdir, _ = three_methods
+    # Stop after levels 0 and 1, then run the same command with all 3 levels.
+    main(tmp_path, *TINY, "--config.methods=lrr", "--config.levels=2")
+    main(tmp_path, *TINY, "--config.methods=lrr")
+    with open(tmp_path / "lrr" / "results.csv") as f, open(workdir / "lrr" / "results.csv") as g:
+        assert f.read() == g.read()
+
+
+def test_cifar10_through_tfds_builder(tmp_path):
+    archive = synthetic_cifar.write_cifar_archive(str(tmp_path / "cifar-10-binary.tar.gz"),
+                                                  "cifar10", 256, 128, seed=0)
+    workdir = tmp_path / "run"
+    main(workdir, "--config.method=wr", f"--config.cifar_archive={archive}",
+         f"--config.data_dir={tmp_path / 'tfds'}", "--config.width=0.0625",
+         "--config.levels=2", "--config.epochs_per_level=1", "--config.warmup_epochs=1",
+         "--config.batch_size=64", "--config.eval_batch_size=64", "--config.progress=False",
+         config="configs/cifar10.py")
+    rows = read_rows(workdir / "results.csv")
+    assert [r["level"] for r in rows] == ["0", "1"]
+    assert float(rows[1]["density"]) == pytest.approx(0.8, abs=1e-5)
+    assert (tmp_path / "tfds" / "cifar10").is_dir()  # prepared by the project's builder
