@@ -60,7 +60,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
     c.epochs_per_level = 150
-    # Linear warm-up lr*(e+1)/warmup_epochs before level 0 (all methods); WR rewinds to its end.
+    # Linear warm-up lr*(e+1)/warmup_epochs before level 0 (all methods); WR rewinds to its end
+    # (its rewind epoch), so for WR / lrr_bn_rewind it must be <= epochs_per_level.
     c.warmup_epochs = 10
     c.batch_size = 256
     c.eval_batch_size = 1000
@@ -97,7 +98,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
     c.progress = True  # tqdm progress bars
     c.tensorboard = True
-    c.overwrite = False  # allow a workdir holding a run of a different config
+    # Allow a workdir holding a run of a different config: that run's checkpoints, results
+    # and TensorBoard files are deleted first (never resumed as this config's).
+    c.overwrite = False
     return c
 
 
@@ -150,6 +153,14 @@ def validate(config) -> None:
              f"must be >= 1, got {config.epochs_per_level}")
     _require(int(config.warmup_epochs) >= 0, "warmup_epochs",
              f"must be >= 0, got {config.warmup_epochs}")
+    # The rewind epoch: WR (and LRR's BN rewind) rewind to the end of the warm-up,
+    # epoch `warmup_epochs` of the dense training, which must lie within a level
+    # (paper: 10 of 150). IMP and LRR do not rewind there, so it is not checked for them.
+    rewinders = [m for m in methods if m in ("wr", "lrr_bn_rewind")]
+    _require(not rewinders or int(config.warmup_epochs) <= int(config.epochs_per_level),
+             "warmup_epochs", f"{rewinders[0] if rewinders else ''} rewinds to the end of the "
+             f"{config.warmup_epochs}-epoch warm-up, beyond the {config.epochs_per_level} "
+             "epochs of a level (epochs_per_level); use warmup_epochs <= epochs_per_level")
     _require(int(config.batch_size) >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
     _require(int(config.eval_batch_size) >= 1, "eval_batch_size",
              f"must be >= 1, got {config.eval_batch_size}")

@@ -29,11 +29,15 @@ from lrr_jax import (
     checkpoints,
     config_base,
     data,
+    faults,
+    invariants,
     masks,
     models,
     parallel,
+    preemption,
     pruning,
     rewind,
+    runlock,
     signs,
     train,
 )
@@ -169,16 +173,26 @@ class MethodRun:
                 key = jax.random.fold_in(self._key(level, epoch), 7)
                 state = self.setup.backend.put(
                     train.perturb_signs(state, key, jnp.asarray(self.probs)))
+            state = faults.poison(state, level, epoch, self.setup.backend.put)
             state, train_metrics = epoch_fn(state, placed["train_x"], placed["train_y"],
                                             self._key(level, epoch))
+            faults.hit("in_epoch", level, epoch)
             train_metrics = parallel.get(train_metrics)
             if not np.all(np.isfinite(train_metrics["loss"])):
-                step = (epoch + 1) * self.steps_per_epoch
+                spe = self.steps_per_epoch
+                kept = max(self.store.names(), key=checkpoints.order, default=None)
+                # An epoch is one compiled scan that returns its mean loss, so the bad step
+                # is known to within the epoch (1-based steps from the start of the phase).
                 raise TrainingDiverged(
-                    f"{self.method}: loss became {train_metrics['loss']} in {desc}, epoch {epoch} "
-                    f"(by step {step} of the level); the last good checkpoint is kept in "
-                    f"{self.store.dir}. Lower --config.lr or check the data.")
-            global_epoch = (level + 1) * 10_000 + epoch
+                    f"{self.method}: loss became {train_metrics['loss'].tolist()} in {desc}, "
+                    f"epoch {epoch}, at a step in {epoch * spe + 1}..{(epoch + 1) * spe} of the "
+                    f"{'warm-up' if phase == 'warmup' else 'level'}; stopped before saving it. "
+                    f"The last good checkpoint is kept: "
+                    f"{self.store.path(kept) if kept else 'none'}. Lower --config.lr or check "
+                    "the data.")
+            # TensorBoard x axis: epochs since the start of the run (warm-up first).
+            global_epoch = epoch if level < 0 else \
+                config.warmup_epochs + level * config.epochs_per_level + epoch
             self._log(f"{phase}/train_loss", train_metrics["loss"], global_epoch)
             self._log(f"{phase}/train_acc", train_metrics["acc"], global_epoch)
             if phase == "level" and ((epoch + 1) % config.eval_every_epochs == 0
@@ -194,7 +208,9 @@ class MethodRun:
                     post["test"] = f"{float(np.mean(last_eval['acc'])):.3f}"
                 bar.set_postfix(post)
             every = config.checkpoint_every_epochs
-            if phase == "level" and every and (epoch + 1) % every == 0 and epoch < epochs - 1:
+            # A SIGTERM (preemption notice) forces a save now, whatever `every` says.
+            if phase == "level" and ((every and (epoch + 1) % every == 0)
+                                     or preemption.requested()) and epoch < epochs - 1:
                 name = checkpoints.mid_name(level, epoch)
                 self.store.save(name, parallel.get(state), {
                     "level": level, "epoch": epoch, "best": best.tolist(),
@@ -203,6 +219,10 @@ class MethodRun:
                     "train_metrics": {k2: np.asarray(v).tolist()
                                       for k2, v in train_metrics.items()}})
                 self.store.delete_mids(keep=name)
+            if epoch < epochs - 1:  # after the last epoch, the caller saves first
+                preemption.check(f"in {desc} after epoch {epoch}: " + (
+                    "the warm-up restarts on resume" if phase == "warmup" else
+                    f"saved {checkpoints.mid_name(level, epoch)}"))
         return parallel.get(state), best, last_eval, train_metrics
 
     # ---- levels ------------------------------------------------------------------------
@@ -225,12 +245,19 @@ class MethodRun:
                               score="random" if config.random_mask else "magnitude",
                               seed=seed * 1000 + level)
                 for r, (seed, _) in enumerate(self.replicas)])
+        faults.hit("after_prune", level)
         state = prev.replace(mask=new_mask)
         state = rewind.for_method(self.method, state, init=init, point=point,
                                   reset_momentum=config.reset_momentum,
                                   rewind_batch_stats=config.rewind_batch_stats)
+        invariants.check_rewind(self.method, state, level=level, prev=prev, init=init,
+                                point=point, new_mask=new_mask,
+                                reset_momentum=config.reset_momentum,
+                                rewind_batch_stats=config.rewind_batch_stats)
         if config.sign_transfer:
-            source = self.source_params(level) if config.sign_source else None
+            # Without a sign source, the signs are this run's own trained ones: level k-1's
+            # final weights before the rewind (paper code: reset_weight_amplitude).
+            source = self.source_params(level) if config.sign_source else prev.params
             params = _tree_stack([
                 signs.transfer(config.sign_transfer, _tree_index(state.params, r),
                                _tree_index(init.params, r),
@@ -299,16 +326,18 @@ class MethodRun:
             mask = _tree_index(state.mask, r)
             kept, _ = masks.count(mask)
             if not self.config.mask_source and kept != expected:
-                raise AssertionError(f"level {level} replica {r}: {kept} unpruned weights, "
-                                     f"scheduled {expected}")
+                raise invariants.InvariantViolation(
+                    f"level {level} replica {r}: {kept} unpruned weights, scheduled {expected}")
             if prev_mask is not None and not self.config.mask_source:
                 grew = any(np.any((np.asarray(m) > 0) & (np.asarray(p) == 0)) for m, p in zip(
                     jax.tree.leaves(mask), jax.tree.leaves(_tree_index(prev_mask, r))))
                 if grew:
-                    raise AssertionError(f"level {level} replica {r}: the mask grew")
+                    raise invariants.InvariantViolation(
+                        f"level {level} replica {r}: the mask grew")
         for a, b in zip(jax.tree.leaves(state.mask), jax.tree.leaves(start.mask)):
             if not np.array_equal(a, b):
-                raise AssertionError(f"level {level}: the mask changed during training")
+                raise invariants.InvariantViolation(
+                    f"level {level}: the mask changed during training")
 
     def run(self) -> list[dict]:
         config, ds = self.config, self.setup.dataset
@@ -338,6 +367,7 @@ class MethodRun:
         total = masks.count(_tree_index(init.mask, 0))[1]
         rows, flips, prev = [], [], None
         for level in range(config.levels):
+            preemption.check(f"before {self.method} level {level}: finished levels are saved")
             name = checkpoints.level_name(level)
             if self.store.exists(name):
                 state, meta = self.store.restore(name, init)
@@ -350,6 +380,8 @@ class MethodRun:
             mid = self.store.latest_mid(level)
             if mid is not None:
                 state, meta = self.store.restore(mid[0], init)
+                print(f"{self.method}: level {level} resumes after epoch {mid[1]} from "
+                      f"{self.store.path(mid[0])}", file=sys.stderr, flush=True)
                 last = meta["last_eval"]
                 state, best, last_eval, train_metrics = self.train_phase(
                     state, phase="level", level=level, epochs=config.epochs_per_level,
@@ -359,6 +391,8 @@ class MethodRun:
                 state, best, last_eval, train_metrics = self.train_phase(
                     start, phase="level", level=level, epochs=config.epochs_per_level)
             self.check_invariants(level, state, start, None if prev is None else prev.mask, total)
+            invariants.check_pruned_inert(level, self.method, state,
+                                          lambda s: self.evaluate(self.setup.backend.put(s)))
             level_rows, level_flips = self.rows_for_level(level, state, init, prev, best,
                                                           last_eval, train_metrics)
             self.store.save(name, state, {"rows": level_rows, "sign_flips": level_flips,
@@ -407,20 +441,34 @@ def make_setup(config) -> Setup:
     return Setup(config, dataset, backend, placed, eval_batch, model)
 
 
-def check_workdir(config, run_dir: str) -> None:
-    """Refuse a run directory that holds a run of a different config (unless overwrite)."""
+def check_workdir(config, run_dir: str) -> bool:
+    """Refuse a run directory that holds a run of a different config (unless overwrite).
+
+    Returns True when it holds one and `config.overwrite` is set: the caller
+    deletes the old run's outputs (`checkpoints.clear_run`) once every other
+    check has passed, so that they are never resumed as this config's.
+    """
     path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path) or config.overwrite:
-        return
-    with open(path) as f:
-        old = json.load(f)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        if config.overwrite:
+            return True
+        raise ConfigError("workdir", f"{path} is unreadable ({e}); use another --workdir or "
+                          "--config.overwrite=True") from None
     new = json.loads(config.to_json())
     differ = sorted(k for k in set(old) | set(new)
                     if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    if differ and config.overwrite:
+        return True
     if differ:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
         raise ConfigError("workdir", f"{run_dir} holds a run of a different config: {shown}; "
                           "use another --workdir or --config.overwrite=True")
+    return False
 
 
 def check_sources(config, methods) -> None:
@@ -430,7 +478,16 @@ def check_sources(config, methods) -> None:
         if not src:
             continue
         if not os.path.isfile(os.path.join(src, "config.json")):
-            raise ConfigError(key, f"{src} is not a run directory (no config.json)")
+            inner = sorted(m for m in config_base.METHODS
+                           if os.path.isfile(os.path.join(src, m, "config.json")))
+            hint = (f"; it holds the runs of {', '.join(inner)}: name one, e.g. "
+                    f"{os.path.join(src, inner[-1])}" if inner else "")
+            raise ConfigError(key, f"{src} is not a run directory (no config.json){hint}")
+        if key == "sign_source" and config.sign_transfer not in (
+                "source_signs", "shuffled_init_magnitudes"):
+            raise ConfigError(key, f"sign_transfer {config.sign_transfer!r} does not use a sign "
+                              "source; use --config.sign_transfer=source_signs (or "
+                              "shuffled_init_magnitudes), or drop --config.sign_source")
         with open(os.path.join(src, "config.json")) as f:
             other = json.load(f)
         for field in ("model", "width", "dataset", "mlp_hidden", "prune_fraction"):
@@ -448,7 +505,17 @@ def check_sources(config, methods) -> None:
 
 
 def run(config, workdir: str) -> dict[str, list[dict]]:
-    """Run every method of `config` under `workdir`; returns method -> result rows."""
+    """Run every method of `config` under `workdir`; returns method -> result rows.
+
+    The config is validated first; then `<workdir>/.lock` is held for the whole
+    run, so a second process on the same workdir is refused (`runlock`).
+    """
+    config_base.validate(config)
+    with runlock.hold(workdir):
+        return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict[str, list[dict]]:
     config_base.validate(config)
     workdir = os.path.abspath(workdir)
     if config.experiment == "single_neuron":
@@ -459,20 +526,25 @@ def run(config, workdir: str) -> dict[str, list[dict]]:
         return connectivity.run(config, workdir)
     methods = config_base.methods_of(config)
     run_dirs = {m: (os.path.join(workdir, m) if config.methods else workdir) for m in methods}
+    stale = {}
     for m, d in run_dirs.items():
         method_config = _for_method(config, m)
-        check_workdir(method_config, d)
+        stale[m] = check_workdir(method_config, d)
+        if not stale[m]:
+            checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
     check_sources(config, methods)
     setup = make_setup(config)
     results = {}
     for m in methods:
         method_config = _for_method(config, m)
+        if stale[m]:
+            checkpoints.clear_run(run_dirs[m])
         os.makedirs(run_dirs[m], exist_ok=True)
         write_atomic(os.path.join(run_dirs[m], "config.json"), method_config.to_json(indent=2))
         setup.config = method_config
         results[m] = MethodRun(setup, m, run_dirs[m]).run()
     from lrr_jax.reporting import summary
-    table = summary.side_by_side_table(results)
+    table = summary.side_by_side_table(summary.by_replica_setting(results))
     print(table)
     write_atomic(os.path.join(workdir, "summary.txt"), table + "\n")
     return results
@@ -506,6 +578,7 @@ def load_level(workdir: str, level, replica: int = 0) -> dict:
 def _restore_untyped(store, name):
     """Restore without a target: a nested dict of numpy arrays (for analysis)."""
     import orbax.checkpoint as ocp
+    store.verify(name)  # a damaged checkpoint raises ConfigError instead of wrong arrays
     ck = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     out = ck.restore(store.path(name), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))

@@ -1,49 +1,126 @@
 """Entry point: `python -m lrr_jax.main --config=configs/quickstart.py --workdir=/tmp/run`.
 
 Any config field can be overridden, e.g. `--config.method=wr --config.levels=5`.
-Bad input prints one line naming the key or file at fault and exits with
-status 2, before anything is compiled; `--verbosity=1` adds the traceback.
+Running the same command again resumes: finished levels are kept, a level in
+progress continues from its last mid-level save.
+
+Exit status (each non-zero one comes with one line on stderr, `error: ...`
+or `preempted ...`, and no traceback unless `--verbosity` is given):
+
+- 0: finished.
+- 1: an unexpected error (a bug); the traceback is printed.
+- 2: bad input: a config value, a missing or wrong file, a dataset not
+  prepared, the workdir (in use, another config), a damaged checkpoint.
+  Found before anything is compiled; fix it and run again.
+- 3: training diverged (NaN/inf loss); the last good checkpoint is kept.
+- 4: a run-time invariant failed (`invariants`: wrong mask density, a mask
+  grew, a bad rewind, pruned weights with an effect): a bug; the level is
+  not saved.
+- 143 (128 + SIGTERM): preempted; the state was saved (`preemption`). Run
+  the same command to resume.
+
+Without `--verbosity`, library logging below ERROR is silenced (orbax logs
+every file it writes, TFDS warns about folders it looks into).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrr_jax import driver
+from lrr_jax import driver, invariants, preemption
 from lrr_jax.errors import ConfigError
 
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results and logs.")
 CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.", lock_config=True)
 
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INVARIANT = 4
+
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _fail("argv", f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.value:
         _fail("workdir", "--workdir is required")
     verbose = flags.FLAGS["verbosity"].present
     if not verbose:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        logging.set_verbosity(logging.ERROR)
     try:
-        driver.run(CONFIG.value, FLAGS.value)
-    except (ConfigError, driver.TrainingDiverged) as e:
+        config = CONFIG.value
+        config.get("method")  # a config file that failed to load raises here
+    except Exception as e:  # noqa: BLE001 - ml_collections defers load errors to first use
         if verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+        if not os.path.isfile(path):
+            _fail("config", f"{path}: no such file")
+        _fail("config", f"cannot load {path}: {_one_line(e)}")
+    if config.experiment == "prune":  # the level loop checks the flag; the others run through
+        preemption.install()
+    try:
+        driver.run(config, FLAGS.value)
+    except (ConfigError, driver.TrainingDiverged, invariants.InvariantViolation,
+            preemption.Preempted) as e:
+        if verbose:
+            raise
+        message, status = _report(e)
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(status)
+
+
+def _report(e: Exception) -> tuple[str, int]:
+    """The one line and the exit status for an expected way of stopping."""
+    if isinstance(e, ConfigError):
+        return f"error: {_one_line(e)}", EXIT_BAD_INPUT
+    if isinstance(e, driver.TrainingDiverged):
+        return f"error: diverged: {_one_line(e)}", EXIT_DIVERGED
+    if isinstance(e, invariants.InvariantViolation):
+        return (f"error: invariant violated: {_one_line(e)} (a bug: please report it with the "
+                "config; --verbosity=0 shows the traceback)", EXIT_INVARIANT)
+    return _one_line(e), preemption.EXIT_CODE
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _fail(key, message):
-    print(f"error: {key}: {message}", file=sys.stderr)
-    sys.exit(2)
+    print(f"error: {key}: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with one-line errors (exit 2) instead of tracebacks."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail("flags", _one_line(e))
+    except (AttributeError, KeyError) as e:  # ml_collections: an unknown config key
+        _fail("config", _unknown_key(e, argv))
+    except Exception as e:  # noqa: BLE001 - ml_collections raises plain types for bad values
+        _fail("flags", f"{type(e).__name__}: {_one_line(e)}")
+
+
+def _unknown_key(e: BaseException, argv) -> str:
+    inner = e
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    text = str(inner.args[0]) if inner.args else str(inner)
+    key, _, hint = text.partition("\n")
+    key = key.strip("'\"")
+    flag = next((a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
+                 and key in a.split("=", 1)[0].split(".")), f"--config.{key}")
+    return f"{flag}: no such config key {key!r}" + (f" ({hint.strip()})" if hint else "")
 
 
 def run():
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

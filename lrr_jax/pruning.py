@@ -10,7 +10,7 @@
   flattened tree (earlier wins), so the result is deterministic.
 
 These run once per level on the host in numpy, off the training hot path. The
-global threshold comes from `np.partition` (linear time), not a full sort.
+global threshold comes from a linear-time selection (`kth_largest`), not a full sort.
 """
 
 from __future__ import annotations
@@ -44,6 +44,39 @@ def random_scores(params: PyTree, mask: PyTree, seed: int) -> dict[str, np.ndarr
             for name, m in current.items()}
 
 
+def kth_largest(flat: np.ndarray, k: int):
+    """The k-th largest entry of a 1-D array (1 <= k <= size), in linear time.
+
+    Equal to `np.partition(flat, size - k)[size - k]` (NaN counts as largest),
+    but for large arrays (23.6M ResNet50 scores) several times faster and
+    without copying the whole array: a strided sample brackets the answer
+    between two values, two comparison passes count the entries above the
+    bracket and collect those inside it, and only those are partitioned. If
+    the bracket misses (never for ordinary data), it falls back to
+    `np.partition` of everything, so the result is always exact.
+    """
+    n = flat.size
+    if n < (1 << 20):
+        return np.partition(flat, n - k)[n - k]
+    sample = flat[:: n // (1 << 16)]
+    m = sample.size
+    q = k * m / n  # expected rank of the answer in the sample, from the top
+    margin = 4.0 * np.sqrt(m) + 16
+    hi_rank = int(min(max(q - margin, 1), m))
+    lo_rank = int(min(max(q + margin, 1), m))
+    part = np.partition(sample, [m - lo_rank, m - hi_rank])
+    lo, hi = part[m - lo_rank], part[m - hi_rank]
+    inside = flat <= hi
+    above = n - int(np.count_nonzero(inside))  # entries > hi, NaN included
+    inside &= flat >= lo
+    count = int(np.count_nonzero(inside))
+    if above < k <= above + count:
+        candidates = flat[inside]
+        rank = k - above
+        return candidates.dtype.type(np.partition(candidates, count - rank)[count - rank])
+    return np.partition(flat, n - k)[n - k]
+
+
 def keep_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Boolean array keeping exactly the k highest scores; ties go to lower indices."""
     flat = scores.reshape(-1)
@@ -55,7 +88,7 @@ def keep_top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return keep.reshape(scores.shape)
     if k == n:
         return np.ones(scores.shape, bool)
-    threshold = np.partition(flat, n - k)[n - k]
+    threshold = kth_largest(flat, k)
     above = flat > threshold
     keep |= above
     ties = np.flatnonzero(flat == threshold)

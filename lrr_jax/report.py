@@ -63,8 +63,21 @@ def _theory_figures(paths: list[str], out_dir: str) -> dict[str, str]:
     return made
 
 
+TRANSFER_FIGURES = {  # study group -> (figure file, figure title)
+    "Mask transfer": ("transfer_masks.png", "Masks: transferred vs own"),
+    "Sign transfer": ("transfer_signs.png", "Signs: transferred, reset or shuffled"),
+    "Random masks": ("random_masks.png", "Random masks vs magnitude masks"),
+}
+
+
 def build(paths: list[str], out_dir: str) -> list[str]:
     """Writes every applicable figure and summary.md for the runs under `paths`.
+
+    Figures: accuracy_vs_sparsity.png and sign_flips.png (the plain methods),
+    sign_flips_layers_<method>.png (per layer, plain methods), one figure per
+    transfer study next to the plain methods (transfer_masks.png,
+    transfer_signs.png, random_masks.png), perturbation.png, lmc.png and
+    theory.png, each when its runs are present.
 
     Returns:
       The paths written, summary.md last.
@@ -76,7 +89,8 @@ def build(paths: list[str], out_dir: str) -> list[str]:
     series = runs.make_series(found)
     scale = runs.accuracy_scale([row for s in series for row in s.rows])
     colors = figures.colors_for(series)
-    plain = [s for s in series if s.perturb_prob == 0] or series
+    plain = runs.plain_series(series)
+    groups = runs.study_groups(series)
     made: dict[str, str | None] = {}
     out = lambda name: os.path.join(out_dir, name)
     if series:
@@ -88,17 +102,31 @@ def build(paths: list[str], out_dir: str) -> list[str]:
     if flip_series:
         made["Sign flips per level"] = figures.sign_flips(
             flip_series, out("sign_flips.png"), colors)
+    plain_labels = {s.label for s in plain}
     for label, rows in _layer_flip_rows(found, series).items():
-        made[f"Sign flips per layer: {label}"] = figures.sign_flips_per_layer(
-            label, rows, out(f"sign_flips_layers_{_slug(label)}.png"))
-    made["Sign perturbation"] = figures.perturbation(series, out("perturbation.png"), scale)
-    made["Mask and sign transfer"] = figures.transfer(series, out("transfer.png"), scale, colors)
+        if label in plain_labels:
+            made[f"Sign flips per layer: {label}"] = figures.sign_flips_per_layer(
+                label, rows, out(f"sign_flips_layers_{_slug(label)}.png"))
+    for group, (name, title) in TRANSFER_FIGURES.items():
+        if group in groups:
+            made[title] = figures.transfer(groups[group], out(name), scale, colors, title=title)
+    made["Sign perturbation"] = figures.perturbation(
+        groups.get("Sign perturbation", []), out("perturbation.png"), scale)
     lmc_items = [(path, item) for path in runs.find_files(paths, runs.LMC_FILE)
                  for item in _as_list(runs.read_json(path))]
     made["Linear mode connectivity"] = figures.lmc(lmc_items, out("lmc.png"))
     made.update(_theory_figures(paths, out_dir))
     made = {title: path for title, path in made.items() if path}
-    return list(made.values()) + [summary.write(series, made, out_dir, lmc_items)]
+    theory_items = []
+    for path in runs.find_files(paths, runs.THEORY_FILE):
+        try:
+            item = runs.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(item, dict):
+            theory_items.append((path, item))
+    return list(made.values()) + [summary.write(series, made, out_dir, lmc_items,
+                                                theory_items)]
 
 
 def _as_list(item: Any) -> list[dict[str, Any]]:

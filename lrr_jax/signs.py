@@ -67,14 +67,17 @@ def transfer(mode: str, params: PyTree, init_params: PyTree, source_params: PyTr
 
     Args:
       mode: '' (unchanged), 'source_signs' (|init| * sign(source): IMP with LRR
-        signs), 'own_signs' (|init| * sign(params): own trained signs with init
-        magnitudes), 'init_signs' (|params| * sign(init): signs forced back to
-        init), 'shuffled_init_magnitudes' (init magnitudes shuffled within each
-        layer's unpruned entries, times sign(source or params)).
+        signs), 'own_signs' (|init| * sign(source or params): own trained signs
+        with init magnitudes), 'init_signs' (|params| * sign(init): signs forced
+        back to init), 'shuffled_init_magnitudes' (init magnitudes shuffled
+        within each layer's unpruned entries, times sign(source or params)).
       params: the weights the level would start from after rewinding.
       init_params: theta_0.
-      source_params: the other run's weights whose signs are taken (modes
-        'source_signs' and, when given, 'shuffled_init_magnitudes').
+      source_params: the weights whose signs are taken (modes 'source_signs',
+        'own_signs', 'shuffled_init_magnitudes'): another run's, or this run's
+        trained weights before the rewind (the driver passes those for
+        'own_signs' and 'shuffled_init_magnitudes' without a sign source, since
+        after an IMP rewind `params` carry the init signs). None: `params`.
       mask: the level's mask; only unpruned prunable weights change.
       seed: seed of the shuffle.
 
@@ -98,7 +101,7 @@ def transfer(mode: str, params: PyTree, init_params: PyTree, source_params: PyTr
         if mode == "source_signs":
             new = np.abs(w0) * np.sign(s)
         elif mode == "own_signs":
-            new = np.abs(w0) * np.sign(w)
+            new = np.abs(w0) * np.sign(s)
         elif mode == "init_signs":
             new = np.abs(w) * np.sign(w0)
         else:

@@ -105,15 +105,19 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def train_step(state: TrainState, x, y, *, apply_fn, tx, lr_fn) -> tuple[TrainState, dict]:
-    """One SGD step of one replica on this device's share of the batch."""
+def train_step(state: TrainState, x, y, *, apply_fn, tx, lr_fn,
+               masked: bool = True) -> tuple[TrainState, dict]:
+    """One SGD step of one replica on this device's share of the batch.
+
+    `masked=False` (benchmarks only) drops the mask multiply: the dense step.
+    """
     # Under shard_map, gradients of replicated params come back summed over
     # devices; marking them device-varying first makes the pmean below the
     # only reduction, the same as under pmap.
     params = jax.lax.pcast(state.params, AXIS, to="varying")
 
     def loss_fn(p):
-        variables = {"params": masks.apply(p, state.mask)}
+        variables = {"params": masks.apply(p, state.mask) if masked else p}
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
             logits, updates = apply_fn(variables, x, train=True, mutable=["batch_stats"])
@@ -140,7 +144,8 @@ def _augment_per_example(key, positions, images, pad):
 
 
 def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_devices: int,
-                     mean: np.ndarray, std: np.ndarray, image: bool) -> tuple[Callable, int]:
+                     mean: np.ndarray, std: np.ndarray, image: bool,
+                     masked: bool = True) -> tuple[Callable, int]:
     """Per-device function (state, train_x, train_y, key) -> (state, metrics) for one epoch.
 
     The epoch's permutation comes from `key` (the same on every device); each
@@ -152,7 +157,8 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     steps = num_train // batch
     tx = make_optimizer(config)
     lr_fn = lr_schedule(config, phase, steps)
-    step = jax.vmap(functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn),
+    step = jax.vmap(functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn,
+                                      masked=masked),
                     in_axes=(0, None, None))
     augment_images = image and config.augment
 
@@ -205,7 +211,8 @@ def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> 
             return (carry[0] + loss, carry[1] + correct), None
 
         k = jax.tree.leaves(state.step)[0].shape[0]
-        zeros = jnp.zeros((k,), jnp.float32)
+        # The per-device sums vary over devices until the psum below (shard_map checks this).
+        zeros = jax.lax.pcast(jnp.zeros((k,), jnp.float32), AXIS, to="varying")
         (loss, correct), _ = jax.lax.scan(body, (zeros, zeros), (xs, ys, ws))
         loss, correct, count = jax.lax.psum((loss, correct, ws.sum()), AXIS)
         return {"loss": loss / count, "acc": correct / count}

@@ -140,11 +140,18 @@ def test_discover_multi_method_and_labels(tmp_path):
     assert sorted(os.path.relpath(r.path, paths["root"]) for r in found) == sorted(
         ["multi/imp", "multi/wr", "multi/lrr", "perturb", "wr_lrr_mask", "imp_lrr_signs"])
     labels = [s.label for s in runs.make_series(found)]
-    assert labels == ["IMP", "IMP + LRR signs", "WR", "WR + LRR mask", "LRR", "LRR (p=0.1)",
-                      "LRR (p=0.3)"]
-    # The plain LRR series holds the multi-method run and the p=0 replicas of the perturb run.
-    lrr = next(s for s in runs.make_series(found) if s.label == "LRR")
-    assert [st.n for st in runs.aggregate_levels(lrr.rows)] == [4] * LEVELS
+    assert labels == ["IMP", "IMP + LRR signs", "WR", "WR + LRR mask", "LRR", "LRR (p=0)",
+                      "LRR (p=0.1)", "LRR (p=0.3)"]
+    # The p=0 replicas of the perturbation run are a series of their own (often the same
+    # seeds as the plain run: pooling them would count those runs twice).
+    series = {s.label: s for s in runs.make_series(found)}
+    assert [st.n for st in runs.aggregate_levels(series["LRR"].rows)] == [2] * LEVELS
+    assert series["LRR (p=0)"].perturbation_run and not series["LRR"].perturbation_run
+    assert {s.label: s.kind for s in series.values() if s.kind != "method"} == {
+        "IMP + LRR signs": "sign", "WR + LRR mask": "mask"}
+    groups = runs.study_groups(list(series.values()))
+    assert list(groups) == ["Methods", "Mask transfer", "Sign transfer", "Sign perturbation"]
+    assert [s.label for s in groups["Mask transfer"]] == ["IMP", "WR", "LRR", "WR + LRR mask"]
 
 
 def test_labels_random_masks_and_context():
@@ -161,8 +168,8 @@ def test_labels_random_masks_and_context():
             method="lrr", pruning="global", perturb_prob=0.3),
     ]
     labels = [s.label for s in runs.make_series(found)]
-    assert labels == ["IMP [cifar100]", "LRR [cifar10]", "LRR (init signs) (p=0.3) [cifar10]",
-                      "LRR + random mask (balanced) [cifar10]"]
+    assert labels == ["IMP [cifar100]", "LRR [cifar10]", "LRR + random mask (balanced) [cifar10]",
+                      "LRR (init signs) (p=0.3) [cifar10]"]
     assert runs.label_of({"method": "wr", "mask_source": "/runs/c10_lrr/"}) == "WR + c10_lrr mask"
 
 
@@ -182,7 +189,8 @@ def test_report_writes_figures(built):
         "accuracy_vs_sparsity.png": figures.ACCURACY_FIGSIZE,
         "sign_flips.png": figures.SIGN_FLIPS_FIGSIZE,
         "perturbation.png": figures.PERTURBATION_FIGSIZE,
-        "transfer.png": figures.TRANSFER_FIGSIZE,
+        "transfer_masks.png": figures.TRANSFER_FIGSIZE,
+        "transfer_signs.png": figures.TRANSFER_FIGSIZE,
         "lmc.png": figures.LMC_FIGSIZE,
         "sign_flips_layers_lrr.png": figures.layer_figsize(len(LAYERS)),
         "sign_flips_layers_imp.png": figures.layer_figsize(len(LAYERS)),
@@ -199,11 +207,13 @@ def test_summary_numbers(built):
     text = open(os.path.join(out, "summary.md")).read()
     # IMP at level 3: replicas 0.885 and 0.895 -> 89.00 ± 0.71 (sample std 0.01 / sqrt(2)).
     assert "89.00 ± 0.71" in text
-    # LRR at level 3 pools 2 multi-method + 2 perturb (p=0) replicas: 0.905, 0.915, 0.905, 0.915.
-    assert "91.00 ± 0.58" in text
+    # LRR at level 3: 0.905 and 0.915; the perturbation run's p=0 replicas are apart.
+    assert "91.00 ± 0.71" in text and "### LRR (p=0)" in text
+    assert "### Mask transfer" in text and "### Sign perturbation" in text
     # Sparsity of level 3: 1 - 0.8^3 = 48.80 %.
     assert "48.80" in text
-    for name in ("accuracy_vs_sparsity.png", "transfer.png", "perturbation.png", "lmc.png"):
+    for name in ("accuracy_vs_sparsity.png", "transfer_masks.png", "perturbation.png",
+                 "lmc.png"):
         assert f"]({name})" in text
     for label in ("WR + LRR mask", "IMP + LRR signs", "LRR (p=0.3)"):
         assert f"### {label}" in text
@@ -267,3 +277,20 @@ def test_no_run_is_an_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "empty")]) == 2
     assert report.main([str(tmp_path / "missing")]) == 2
     assert not os.path.exists(tmp_path / "empty" / "report")
+
+
+def test_theory_success_rates_in_summary(tmp_path, monkeypatch):
+    theory = {"d": 10, "num_inits": 100, "init": "balanced", "imp_success_rate": 0.254,
+              "lrr_success_rate": 0.505, "dense_success_rate": 0.505, "mask_correct_rate": 1.0,
+              "other_init": {"init": "independent", "imp_success_rate": 0.3,
+                             "lrr_success_rate": 0.77},
+              "d1": {"quadrants": {"w0>0,a0>0": {"count": 25, "success_rate": 1.0}}}}
+    with open(tmp_path / "theory.json", "w") as f:
+        json.dump(theory, f)
+    monkeypatch.setitem(sys.modules, "lrr_jax.reporting.theory_figure", None)
+    assert report.main([str(tmp_path)]) == 0
+    text = open(tmp_path / "report" / "summary.md").read()
+    assert "## Single hidden neuron: d = 10, 100 initializations" in text
+    assert "| balanced    |       0.254 |       0.505 |" in text
+    assert "| independent |       0.300 |       0.770 |             - |" in text
+    assert "| w0>0,a0>0 |    25 |   1.000 |" in text

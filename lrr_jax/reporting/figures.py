@@ -279,7 +279,9 @@ def perturbation(series: list[runs.Series], out_png: str, scale: float,
     families: dict[str, list[runs.Series]] = {}
     for s in series:
         families.setdefault(s.base_label, []).append(s)
-    families = {k: sorted(v, key=lambda s: s.perturb_prob) for k, v in families.items()
+    # A perturbation run's own p = 0 replicas, when there are some, stand for p = 0.
+    families = {k: sorted([s for s in v if s.perturbation_run] or v,
+                          key=lambda s: s.perturb_prob) for k, v in families.items()
                 if any(s.perturb_prob > 0 for s in v)}
     if not families:
         return None
@@ -339,18 +341,19 @@ def perturbation(series: list[runs.Series], out_png: str, scale: float,
 
 @styled
 def transfer(series: list[runs.Series], out_png: str, scale: float,
-             colors: dict[str, Any] | None = None, max_levels: int = 6) -> str | None:
+             colors: dict[str, Any] | None = None, max_levels: int = 6,
+             title: str = "Transfer runs vs plain methods") -> str | None:
     """Mask/sign transfer runs next to the plain methods: curves and grouped bars per level."""
     if not any(s.is_transfer for s in series):
         return None
-    chosen = [s for s in series if s.perturb_prob == 0]
+    chosen = [s for s in series if s.perturb_prob == 0 and not s.perturbation_run]
     colors = colors or colors_for(chosen)
     fig = mpl_figure.Figure(figsize=TRANSFER_FIGSIZE)
     ax_c, ax_b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
     xmax = _plot_accuracy(ax_c, chosen, scale, colors)
     format_sparsity_axis(ax_c, xmax)
     ax_c.set_ylabel(_acc_label(scale))
-    ax_c.set_title("Transfer runs vs plain methods")
+    ax_c.set_title(title)
     ax_c.legend(loc="lower left", framealpha=0.85, fontsize=9)
 
     stats = {s.label: {st.level: st for st in runs.aggregate_levels(s.rows)} for s in chosen}
@@ -406,7 +409,13 @@ def lmc(items: list[tuple[str, dict[str, Any]]], out_png: str) -> str | None:
     ax_l, ax_a = fig.subplots(1, 2)
     scale = runs.accuracy_scale([{"test_acc": v} for _, it in items
                                  for v in it.get("test_acc") or []])
-    labels = [f"{it.get('a', 'a')} → {it.get('b', 'b')}" for _, it in items]
+    labels = []
+    for _, it in items:
+        a, b = (runs.checkpoint_label(it.get(k, k)) for k in ("a", "b"))
+        label = f"{a} → {b}"
+        if isinstance(it.get("sign_flip_frac"), (int, float)):
+            label += f" ({100 * it['sign_flip_frac']:.1f}% of signs differ)"
+        labels.append(label)
     if len(set(labels)) < len(labels):
         labels = [f"{lab}  [{os.path.basename(os.path.dirname(os.path.abspath(src)))}]"
                   for lab, (src, _) in zip(labels, items, strict=True)]

@@ -87,6 +87,10 @@ class Series:
         transfer variant or a random mask.
       rows: the results rows.
       paths: run directories the rows come from.
+      kind: the study it belongs to: 'method' (a plain IMP/WR/LRR run), 'mask'
+        (another run's masks), 'sign' (a sign transfer) or 'random' (random masks).
+      perturbation_run: whether its rows come from a sign perturbation run (one
+        with some p > 0), including that run's p = 0 replicas.
     """
 
     label: str
@@ -96,6 +100,8 @@ class Series:
     is_transfer: bool
     rows: list[dict[str, Any]]
     paths: list[str]
+    kind: str = "method"
+    perturbation_run: bool = False
 
 
 @dataclasses.dataclass
@@ -315,6 +321,16 @@ def source_name(source: Any) -> str:
     return METHOD_NAMES.get(name.lower(), name)
 
 
+def checkpoint_label(ref: Any) -> str:
+    """'RUN_DIR:LEVEL' (an lmc.json endpoint) -> 'LRR level 6'; other text unchanged."""
+    text = str(ref)
+    run_dir, sep, level = text.rpartition(":")
+    if not sep or not run_dir:
+        return text
+    where = f"level {level}" if level.isdigit() else level
+    return f"{source_name(run_dir)} {where}"
+
+
 def _row_field(row: dict[str, Any], config: dict[str, Any], key: str) -> Any:
     value = row.get(key)
     return config_get(config, key) if value is None else value
@@ -335,6 +351,10 @@ def describe(row: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         methods = _parse_list(config_get(config, "methods"))
         method = methods[0] if len(methods) == 1 else None
     p = _row_field(row, config, "perturb_prob")
+    try:
+        study = any(float(v) > 0 for v in _parse_list(config_get(config, "perturb_probs")))
+    except (TypeError, ValueError):
+        study = False
     fields = {
         "method": None if method is None else str(method),
         "mask_source": _row_field(row, config, "mask_source"),
@@ -342,6 +362,9 @@ def describe(row: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         "sign_transfer": _sign_transfer(row, config),
         "random_mask": config_get(config, "random_mask"),
         "perturb_prob": float(p) if isinstance(p, (int, float)) and p > 0 else 0.0,
+        # A sign perturbation run: its p = 0 replicas are labelled 'p=0', kept apart
+        # from plain runs (they are often the same seeds: pooling would count them twice).
+        "perturbation_run": study or (isinstance(p, (int, float)) and p > 0),
     }
     # The driver writes pruning = 'random_<allocation>' for random masks.
     pruning = _row_field(row, config, "pruning")
@@ -357,6 +380,8 @@ def describe(row: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         elif key == "epochs":
             value = row.get("epochs")
             value = config_get(config, "epochs_per_level") if value is None else value
+        elif key == "perturb_every" and not fields["perturbation_run"]:
+            value = None  # unused without perturbation
         else:
             value = _row_field(row, config, key)
         fields["ctx:" + key] = tuple(value) if isinstance(value, list) else value
@@ -380,8 +405,8 @@ def label_of(fields: dict[str, Any], context_keys: tuple[str, ...] = (),
     transfer = fields.get("sign_transfer")
     if not is_none(transfer) and transfer is not True and transfer != "source_signs":
         label += f" ({str(transfer).replace('_', ' ')})"
-    if with_p and fields.get("perturb_prob", 0.0) > 0:
-        label += f" (p={fields['perturb_prob']:g})"
+    if with_p and (fields.get("perturb_prob", 0.0) > 0 or fields.get("perturbation_run")):
+        label += f" (p={fields.get('perturb_prob', 0.0):g})"
     extras = []
     for key in context_keys:
         value = fields.get("ctx:" + key)
@@ -399,6 +424,21 @@ def _is_transfer(fields: dict[str, Any]) -> bool:
     if any(not is_none(s) and str(s).lower() != method for s in sources):
         return True
     return not is_none(fields.get("sign_transfer")) or not is_none(fields.get("random_mask"))
+
+
+def _kind(fields: dict[str, Any]) -> str:
+    """'random', 'sign', 'mask' or 'method' (see Series.kind)."""
+    method = str(fields.get("method")).lower()
+    if not is_none(fields.get("random_mask")):
+        return "random"
+    sign_source = fields.get("sign_source")
+    if not is_none(fields.get("sign_transfer")) or (
+            not is_none(sign_source) and str(sign_source).lower() != method):
+        return "sign"
+    mask_source = fields.get("mask_source")
+    if not is_none(mask_source) and str(mask_source).lower() != method:
+        return "mask"
+    return "method"
 
 
 def _method_rank(method: str | None) -> tuple:
@@ -425,13 +465,40 @@ def make_series(runs: list[Run]) -> list[Series]:
             groups[label] = Series(
                 label=label, base_label=label_of(fields, context_keys, with_p=False),
                 method=fields["method"] or "?", perturb_prob=fields["perturb_prob"],
-                is_transfer=_is_transfer(fields), rows=[], paths=[])
+                is_transfer=_is_transfer(fields), rows=[], paths=[], kind=_kind(fields),
+                perturbation_run=bool(fields["perturbation_run"]))
         series = groups[label]
         series.rows.append(row)
         if run.path not in series.paths:
             series.paths.append(run.path)
     return sorted(groups.values(), key=lambda s: (
-        _method_rank(s.method), s.is_transfer, s.base_label, s.perturb_prob))
+        _method_rank(s.method), s.is_transfer, s.perturbation_run, s.base_label,
+        s.perturb_prob))
+
+
+def plain_series(series: list[Series]) -> list[Series]:
+    """The plain method runs (no transfer, random mask or perturbation), else every p = 0 one."""
+    plain = [s for s in series if s.kind == "method" and not s.perturbation_run]
+    return plain or [s for s in series if s.perturb_prob == 0] or list(series)
+
+
+def study_groups(series: list[Series]) -> dict[str, list[Series]]:
+    """{study title: series to show together}: each transfer kind next to the plain methods.
+
+    Keys (present only when the study has runs): 'Methods', 'Mask transfer',
+    'Sign transfer', 'Random masks', 'Sign perturbation'.
+    """
+    plain = [s for s in series if s.kind == "method" and not s.perturbation_run]
+    groups = {"Methods": plain} if plain else {}
+    for kind, title in (("mask", "Mask transfer"), ("sign", "Sign transfer"),
+                        ("random", "Random masks")):
+        members = [s for s in series if s.kind == kind and not s.perturbation_run]
+        if members:
+            groups[title] = plain + members
+    perturbed = [s for s in series if s.perturbation_run]
+    if perturbed:
+        groups["Sign perturbation"] = perturbed
+    return groups
 
 
 def label_for_replica(runs: list[Run], series: list[Series]) -> dict[tuple, str]:

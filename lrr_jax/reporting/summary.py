@@ -79,6 +79,31 @@ def side_by_side_table(rows_by_label: dict[str, list[dict[str, Any]]]) -> str:
     return markdown_table(["level", "sparsity %"] + [f"{label}{unit}" for label in labels], body)
 
 
+def by_replica_setting(rows_by_method: dict[str, list[dict[str, Any]]]
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """Splits each method's rows by perturbation probability when a run has several.
+
+    {'lrr': rows} -> {'lrr p=0': ..., 'lrr p=0.1': ...} when the rows carry
+    more than one `perturb_prob` (a sign perturbation run: one column per
+    replica setting, its seeds pooled); unchanged otherwise.
+    """
+    def prob(row):
+        try:
+            return float(row.get("perturb_prob") or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for method, rows in rows_by_method.items():
+        probs = sorted({prob(row) for row in rows})
+        if len(probs) <= 1 and not any(probs):
+            out[method] = rows
+            continue
+        for p in probs:
+            out[f"{method} p={p:g}"] = [row for row in rows if prob(row) == p]
+    return out
+
+
 def series_table(series: runs.Series, scale: float) -> str:
     """Per-level table of one series: density, sparsity, accuracies and sign flips."""
     body = []
@@ -120,8 +145,47 @@ def loss_barrier(item: dict[str, Any]) -> float | None:
                for a, loss in zip(alphas, losses, strict=True))
 
 
+def theory_lines(source: str, item: dict[str, Any]) -> list[str]:
+    """Success rates of one theory.json (single hidden neuron, Section 2 of the paper)."""
+    def rate(d, key):
+        value = d.get(key)
+        return "-" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+    body = []
+    for d in (item, item.get("other_init")):
+        if isinstance(d, dict) and "imp_success_rate" in d:
+            body.append([str(d.get("init", "?")), rate(d, "imp_success_rate"),
+                         rate(d, "lrr_success_rate"), rate(d, "dense_success_rate"),
+                         rate(d, "mask_correct_rate")])
+    if not body:
+        return []
+    lines = [f"## Single hidden neuron: d = {item.get('d', '?')}, "
+             f"{item.get('num_inits', '?')} initializations", "", f"From `{source}`.", "",
+             markdown_table(["a(0) init", "IMP success", "LRR success", "dense success",
+                             "IMP mask correct"], body, align="lrrrr"), ""]
+    d1 = item.get("d1")
+    if isinstance(d1, dict) and isinstance(d1.get("quadrants"), dict):
+        quads = [[q, str(v.get("count", "-")), rate(v, "success_rate")]
+                 for q, v in d1["quadrants"].items() if isinstance(v, dict)]
+        lines += ["d = 1, success per initial quadrant:", "",
+                  markdown_table(["quadrant", "count", "success"], quads, align="lrr"), ""]
+    return lines
+
+
+def accuracy_barrier(item: dict[str, Any]) -> float | None:
+    """max over alpha of the linear interpolation of the endpoint accuracies - acc(alpha)."""
+    alphas, accs = item.get("alphas") or [], item.get("test_acc") or []
+    if len(alphas) < 2 or len(accs) != len(alphas):
+        return None
+    a0, a1, c0, c1 = alphas[0], alphas[-1], accs[0], accs[-1]
+    span = (a1 - a0) or 1.0
+    return max(c0 + (a - a0) / span * (c1 - c0) - acc
+               for a, acc in zip(alphas, accs, strict=True))
+
+
 def render(series: list[runs.Series], figures: dict[str, str], out_dir: str,
-           lmc_items: list[tuple[str, dict[str, Any]]] = ()) -> str:
+           lmc_items: list[tuple[str, dict[str, Any]]] = (),
+           theory_items: list[tuple[str, dict[str, Any]]] = ()) -> str:
     """The markdown text of summary.md.
 
     Args:
@@ -140,8 +204,16 @@ def render(series: list[runs.Series], figures: dict[str, str], out_dir: str,
         for s in series:
             paths = ", ".join(f"`{p}`" for p in s.paths)
             lines.append(f"- **{s.label}**: {len(s.rows)} rows from {paths}")
-        lines += ["", "## Test accuracy per level, side by side", "",
-                  side_by_side_table({s.label: s.rows for s in series}), ""]
+        groups = runs.study_groups(series)
+        if len(groups) <= 1:
+            lines += ["", "## Test accuracy per level, side by side", "",
+                      side_by_side_table({s.label: s.rows for s in series}), ""]
+        else:
+            lines += ["", "## Test accuracy per level, side by side", "",
+                      "One table per study; each repeats the plain methods for reference.", ""]
+            for title, members in groups.items():
+                lines += [f"### {title}", "",
+                          side_by_side_table({s.label: s.rows for s in members}), ""]
     if figures:
         lines += ["## Figures", ""]
         for title, path in figures.items():
@@ -158,19 +230,31 @@ def render(series: list[runs.Series], figures: dict[str, str], out_dir: str,
         if barrier is not None:
             lines += [f"Loss barrier (max excess over the linear interpolation of the "
                       f"endpoint losses): {barrier:.4f}", ""]
+        drop = accuracy_barrier(item)
+        if drop is not None:
+            acc_scale = runs.accuracy_scale([{"test_acc": v} for v in item.get("test_acc")])
+            lines += [f"Accuracy barrier (max shortfall below the linear interpolation of the "
+                      f"endpoint accuracies): {drop * acc_scale:.2f}"
+                      f"{' points' if acc_scale == 100.0 else ''}", ""]
+        if isinstance(item.get("sign_flip_frac"), (int, float)):
+            lines += [f"Weights unpruned in both whose signs differ: "
+                      f"{100 * item['sign_flip_frac']:.2f}%", ""]
         if isinstance(item.get("barrier_loss"), (int, float)):
             lines += [f"Loss barrier as lmc.json reports it (max loss - max endpoint loss): "
                       f"{item['barrier_loss']:.4f}", ""]
         lines += [lmc_table(item, runs.accuracy_scale(
             [{"test_acc": v} for v in item.get("test_acc") or []])), ""]
+    for source, item in theory_items:
+        lines += theory_lines(source, item)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write(series: list[runs.Series], figures: dict[str, str], out_dir: str,
-          lmc_items: list[tuple[str, dict[str, Any]]] = ()) -> str:
+          lmc_items: list[tuple[str, dict[str, Any]]] = (),
+          theory_items: list[tuple[str, dict[str, Any]]] = ()) -> str:
     """Writes `out_dir/summary.md` and returns its path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w") as f:
-        f.write(render(series, figures, out_dir, lmc_items))
+        f.write(render(series, figures, out_dir, lmc_items, theory_items))
     return path

@@ -1,0 +1,173 @@
+"""Bad input: one line naming the key or file, exit status 2, no traceback, nothing compiled.
+
+A representative few go through `python -m lrr_jax.main` in a subprocess (the
+exact stderr and status users see); the rest call `config_base.validate` and
+`driver.check_sources` in-process, which `driver.run` calls before loading data
+or compiling anything. RELIABILITY.md lists every message.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lrr_jax import config_base, driver
+from lrr_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = ["--config=configs/quickstart.py", "--config.methods=lrr", "--config.num_replicas=1",
+         "--config.progress=False", "--config.tensorboard=False"]
+
+
+def quick(**overrides):
+    sys.path.insert(0, os.path.join(REPO, "configs"))
+    import quickstart
+
+    c = quickstart.get_config()
+    c.methods = ""
+    c.method = "lrr"
+    c.update(overrides)
+    return c
+
+
+def main(workdir, *overrides, env=None, timeout=300):
+    e = dict(os.environ, JAX_PLATFORMS="cpu")
+    e.pop("XLA_FLAGS", None)
+    e.update(env or {})
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", *QUICK, f"--workdir={workdir}",
+                          *overrides], cwd=REPO, capture_output=True, text=True,
+                         timeout=timeout, env=e)
+    return out, time.time() - start
+
+
+def one_line(out) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+# ---- in-process: config_base.validate ---------------------------------------------------------
+BAD = [
+    ({"method": "sgd"}, "method", "unknown method 'sgd'"),
+    ({"methods": "imp,lrr,foo"}, "methods", "unknown method 'foo'"),
+    ({"model": "vgg16"}, "model", "unknown model 'vgg16'"),
+    ({"dataset": "imagenet"}, "dataset", "unknown dataset 'imagenet'"),
+    ({"prune_fraction": 0.0}, "prune_fraction", "must be in (0, 1), got 0.0"),
+    ({"prune_fraction": 1.0}, "prune_fraction", "must be in (0, 1), got 1.0"),
+    ({"prune_fraction": -0.2}, "prune_fraction", "must be in (0, 1)"),
+    ({"prune_fraction": 1.5}, "prune_fraction", "must be in (0, 1)"),
+    ({"levels": 0}, "levels", "must be >= 1, got 0"),
+    ({"levels": -3}, "levels", "must be >= 1"),
+    ({"method": "wr", "warmup_epochs": 12, "epochs_per_level": 10}, "warmup_epochs",
+     "wr rewinds to the end of the 12-epoch warm-up, beyond the 10 epochs of a level"),
+    ({"methods": "imp,lrr_bn_rewind", "warmup_epochs": 3, "epochs_per_level": 2},
+     "warmup_epochs", "lrr_bn_rewind rewinds"),
+    ({"lr": -0.1}, "lr", "must be >= 0, got -0.1"),
+    ({"lr": 0.0}, "lr", "must be > 0"),
+    ({"lr": float("nan")}, "lr", "must be >= 0, got nan"),
+    ({"weight_decay": -1e-4}, "weight_decay", "must be >= 0, got -0.0001"),
+    ({"lr_min": -0.01}, "lr_min", "must be >= 0"),
+    ({"epochs_per_level": 0}, "epochs_per_level", "must be >= 1"),
+    ({"batch_size": 0}, "batch_size", "must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,fragment", BAD,
+                         ids=[f"{k}={list(o.values())[-1]}" for o, k, _ in BAD])
+def test_validate_names_the_key(overrides, key, fragment):
+    with pytest.raises(ConfigError) as e:
+        config_base.validate(quick(**overrides))
+    assert e.value.key == key
+    assert str(e.value).startswith(f"{key}: ")
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"method": "wr", "warmup_epochs": 10, "epochs_per_level": 10},  # may end a level
+    {"method": "imp", "warmup_epochs": 12, "epochs_per_level": 10},  # IMP rewinds to theta_0
+    {"method": "lrr", "warmup_epochs": 12, "epochs_per_level": 10},  # LRR rewinds no weights
+])
+def test_validate_accepts(overrides):
+    config_base.validate(quick(**overrides))
+
+
+# ---- in-process: transfer sources ---------------------------------------------------------------
+def test_missing_transfer_source(tmp_path):
+    c = quick(mask_source=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"^mask_source: .*nowhere is not a run directory"):
+        driver.check_sources(c, ["lrr"])
+
+
+def test_transfer_source_of_another_shape(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text(quick(mlp_hidden=(128, 128)).to_json())
+    c = quick(mask_source=str(source))
+    with pytest.raises(ConfigError) as e:
+        driver.check_sources(c, ["lrr"])
+    assert str(e.value) == (f"mask_source: {source} was run with mlp_hidden=[128, 128], this "
+                            "run uses (256, 256)")
+    (source / "config.json").write_text(quick(width=0.5).to_json())
+    with pytest.raises(ConfigError, match="was run with width=0.5"):
+        driver.check_sources(c, ["lrr"])
+
+
+def test_transfer_source_without_enough_levels(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text(quick().to_json())
+    with pytest.raises(ConfigError, match="has 0 finished levels, this run needs 15"):
+        driver.check_sources(quick(mask_source=str(source)), ["lrr"])
+
+
+# ---- through main, in a subprocess ------------------------------------------------------------
+def test_unknown_method_one_line_exit_2(tmp_path):
+    out, _ = main(tmp_path / "w", "--config.methods=lrr,sgd")
+    assert one_line(out) == ("error: methods: unknown method 'sgd'; expected one of "
+                             "('imp', 'wr', 'lrr', 'lrr_bn_rewind')")
+    assert not (tmp_path / "w").exists()  # refused before touching the workdir
+
+
+def test_verbosity_shows_the_traceback(tmp_path):
+    out, _ = main(tmp_path / "w", "--config.prune_fraction=1.5", "--verbosity=1")
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr and "prune_fraction: must be in (0, 1)" in out.stderr
+
+
+def test_unknown_config_key_one_line(tmp_path):
+    out, _ = main(tmp_path / "w", "--config.levls=3")
+    assert one_line(out) == ("error: config: --config.levls: no such config key 'levls' "
+                             "(Did you mean \"levels\" instead of \"levls\"?)")
+
+
+def test_missing_config_file_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", "--config=configs/nope.py",
+                          f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert one_line(out) == "error: config: configs/nope.py: no such file"
+
+
+def test_batch_size_not_divisible_by_device_count(tmp_path):
+    out, _ = main(tmp_path / "w", "--config.batch_size=100",
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert one_line(out) == "error: batch_size: 100 is not divisible by the 8 devices"
+    # Refused before the run started: only the lock file, no config.json, no checkpoints.
+    assert os.listdir(tmp_path / "w") == [".lock"]
+
+
+def test_dataset_not_prepared_says_how_and_does_not_wait(tmp_path):
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    out, seconds = main(tmp_path / "w", "--config.dataset=cifar10", "--config.model=resnet18",
+                        f"--config.data_dir={empty}")
+    line = one_line(out)
+    assert line.startswith(f"error: dataset: cifar10 is not prepared in {empty}")
+    assert "python -m lrr_jax.data.prepare --dataset=cifar10" in line
+    assert seconds < 60  # no network wait (typically ~4 s, mostly imports)

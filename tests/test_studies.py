@@ -1,0 +1,326 @@
+"""The paper's studies end to end on tiny mnist1d runs, from the configs users run.
+
+Masks and signs transferred between runs, iterative random masks, the vmapped
+sign perturbation study, linear mode connectivity, and the errors for a
+missing or incompatible source. Every run goes through `driver.run` (what
+`python -m lrr_jax.main` calls) with a config from `configs/` plus tiny-size
+overrides; checks read the run directories back (`driver.load_level`, results.csv).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lrr_jax import checkpoints, config_base, driver, masks, pruning, train
+from lrr_jax.errors import ConfigError
+from lrr_jax.reporting import summary
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # `configs` is a package at the repository root
+
+from configs import (  # noqa: E402
+    cifar10_small,
+    lmc,
+    quickstart,
+    random_masks,
+    sign_perturbation,
+    transfer,
+)
+
+LEVELS = 3
+TINY = {"mlp_hidden": (16, 16), "train_limit": 400, "test_limit": 200, "batch_size": 100,
+        "eval_batch_size": 200, "levels": LEVELS, "epochs_per_level": 2, "warmup_epochs": 1,
+        "num_replicas": 1, "progress": False, "tensorboard": False,
+        "checkpoint_every_epochs": 0}
+
+
+def tiny(c, **overrides):
+    c.update({**TINY, **overrides})
+    return c
+
+
+def read_rows(run_dir):
+    with open(os.path.join(run_dir, "results.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def same_tree(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def kernels(tree):
+    return masks.prunable_leaves(tree)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("studies")
+
+
+@pytest.fixture(scope="module")
+def base(root):
+    """IMP and LRR on tiny mnist1d: the sources of every transfer."""
+    c = tiny(quickstart.get_config(), methods="imp,lrr")
+    driver.run(c, str(root / "base"))
+    return {"imp": str(root / "base" / "imp"), "lrr": str(root / "base" / "lrr")}
+
+
+def engine_for(config, method, run_dir):
+    """A MethodRun over an existing run directory, to replay its level_start."""
+    config_base.validate(config)
+    setup = driver.make_setup(config)
+    run = driver.MethodRun(setup, method, run_dir)
+    sample = np.zeros((1, *setup.dataset.train_x.shape[1:]), np.float32)
+    like = train.replica_initializer(setup.model, config, sample)([0])
+    run._init_like = jax.tree.map(np.asarray, like)
+    return run, run._init_like
+
+
+# ---- configs -------------------------------------------------------------------------------
+def test_every_study_config_validates():
+    for variant in transfer.VARIANTS:
+        c = transfer.get_config(variant)
+        config_base.validate(c)
+        assert c.methods == "" and c.method == transfer.VARIANTS[variant][0]
+    assert transfer.get_config("wr_lrr_mask,cifar10_small").model == "resnet18"
+    for allocation in random_masks.ALLOCATIONS:
+        c = random_masks.get_config(allocation)
+        config_base.validate(c)
+        assert c.random_mask and c.pruning == allocation and c.methods == "imp,lrr"
+    c = sign_perturbation.get_config()
+    config_base.validate(c)
+    assert len(config_base.replica_settings(c)) == 10 and c.perturb_every == 4
+    assert sign_perturbation.get_config("cifar10").perturb_every == 30  # the paper's
+    c = cifar10_small.get_config()
+    config_base.validate(c)
+    with pytest.raises(ValueError, match="unknown transfer variant"):
+        transfer.get_config("wr_imp_signs")
+    with pytest.raises(ConfigError, match="^lmc_a: experiment 'lmc' needs"):
+        config_base.validate(lmc.get_config())
+
+
+def test_transfer_config_without_source_stops_before_training(tmp_path):
+    c = tiny(transfer.get_config("wr_lrr_mask"))
+    with pytest.raises(ConfigError) as e:
+        driver.run(c, str(tmp_path / "w"))
+    assert e.value.key == "mask_source"
+    assert "set --config.mask_source to the run directory of a LRR run" in str(e.value)
+    assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+# ---- mask transfer ---------------------------------------------------------------------------
+def test_wr_on_lrr_masks_uses_them_exactly(base, root):
+    run_dir = str(root / "wr_lrr_mask")
+    c = tiny(transfer.get_config("wr_lrr_mask"), mask_source=base["lrr"])
+    driver.run(c, run_dir)
+    for level in range(LEVELS):
+        ours, theirs = driver.load_level(run_dir, level), driver.load_level(base["lrr"], level)
+        assert same_tree(ours["mask"], theirs["mask"]), level
+    rows = read_rows(run_dir)
+    assert {r["mask_source"] for r in rows} == {base["lrr"]}
+    assert [float(r["density"]) for r in rows] == pytest.approx([1.0, 0.8, 0.64], abs=1e-3)
+
+
+# ---- sign transfer ---------------------------------------------------------------------------
+def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, root):
+    run_dir = str(root / "imp_lrr_signs")
+    c = tiny(transfer.get_config("imp_lrr_signs"), mask_source=base["lrr"],
+             sign_source=base["lrr"])
+    driver.run(c, run_dir)
+    run, like = engine_for(c, "imp", run_dir)
+    init, _ = run.store.restore("init", like)
+    point, _ = run.store.restore("rewind", like)
+    theta0 = kernels(driver.load_level(run_dir, "init")["params"])
+    for level in range(1, LEVELS):
+        prev, _ = run.store.restore(checkpoints.level_name(level - 1), like)
+        start = jax.tree.map(lambda a: np.asarray(a)[0], run.level_start(level, prev, init, point))
+        lrr_prev = kernels(driver.load_level(base["lrr"], level - 1)["params"])
+        lrr_mask = driver.load_level(base["lrr"], level)["mask"]
+        assert same_tree(start.mask, lrr_mask)
+        assert same_tree(start.mask, driver.load_level(run_dir, level)["mask"])
+        for name, w in kernels(start.params).items():
+            m = kernels(lrr_mask)[name] > 0
+            np.testing.assert_array_equal(
+                w[m], (np.abs(theta0[name]) * np.sign(lrr_prev[name]))[m], err_msg=name)
+        # BatchNorm-free MLP: biases are IMP's rewound ones (theta_0).
+        assert int(start.step) == 0
+    rows = read_rows(run_dir)
+    assert {r["sign_source"] for r in rows} == {base["lrr"]}
+
+
+@pytest.mark.parametrize("mode,method", [("own_signs", "imp"), ("init_signs", "lrr"),
+                                         ("shuffled_init_magnitudes", "imp")])
+def test_sign_transfer_variants_at_level_start(base, mode, method):
+    """Replays level_start on the base runs' checkpoints with each variant switched on."""
+    c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode)
+    run, like = engine_for(c, method, base[method])
+    init, _ = run.store.restore("init", like)
+    point, _ = run.store.restore("rewind", like)
+    prev, _ = run.store.restore(checkpoints.level_name(1), like)
+    # Flip a random half of the trained signs, so trained and initial signs surely differ
+    # (8 tiny steps hardly move them); magnitude pruning does not see signs.
+    rng = np.random.default_rng(0)
+    prev = prev.replace(params=jax.tree_util.tree_map_with_path(
+        lambda path, w: w * rng.choice([-1.0, 1.0], size=w.shape).astype(w.dtype)
+        if masks.is_prunable(path, w[0]) else w, prev.params))
+    start = jax.tree.map(lambda a: np.asarray(a)[0], run.level_start(2, prev, init, point))
+    theta0 = kernels(jax.tree.map(lambda a: a[0], init.params))
+    trained = kernels(jax.tree.map(lambda a: a[0], prev.params))
+    mask = kernels(start.mask)
+    for name, w in kernels(start.params).items():
+        m = mask[name] > 0
+        if mode == "own_signs":  # IMP: |theta_0| with its own level-1 trained signs
+            expected = np.abs(theta0[name]) * np.sign(trained[name])
+            np.testing.assert_array_equal(w[m], expected[m])
+        elif mode == "init_signs":  # LRR: kept magnitudes, signs forced back to theta_0's
+            expected = np.abs(trained[name]) * np.sign(theta0[name])
+            np.testing.assert_array_equal(w[m], expected[m])
+        else:  # a permutation of the layer's unpruned |theta_0| with own trained signs
+            np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
+            np.testing.assert_array_equal(np.sort(np.abs(w[m])),
+                                          np.sort(np.abs(theta0[name][m])))
+            assert not np.array_equal(np.abs(w[m]), np.abs(theta0[name][m]))
+    if mode == "own_signs":  # not a no-op: the trained signs differ from theta_0's somewhere
+        assert any(np.any(np.sign(trained[n][mask[n] > 0]) != np.sign(theta0[n][mask[n] > 0]))
+                   for n in mask)
+
+
+# ---- random masks ----------------------------------------------------------------------------
+@pytest.mark.parametrize("allocation", ["balanced", "erk"])
+def test_random_masks_have_exact_densities(root, allocation):
+    workdir = str(root / f"random_{allocation}")
+    c = tiny(random_masks.get_config(allocation), methods="lrr")
+    driver.run(c, workdir)
+    run_dir = os.path.join(workdir, "lrr")
+    previous = None
+    for level in range(LEVELS):
+        mask = kernels(driver.load_level(run_dir, level)["mask"])
+        kept = {n: int(m.sum()) for n, m in mask.items()}
+        total = sum(m.size for m in mask.values())
+        assert sum(kept.values()) == masks.scheduled_count(total, 0.2, level)
+        if previous is not None:
+            assert all(np.all(mask[n] <= previous[n]) for n in mask)  # only shrinks
+            # Per-layer counts are the allocation's, computed from the previous mask.
+            scores = {n: np.where(previous[n] > 0, 0.5, -1.0) for n in mask}
+            expected = pruning.layer_counts(allocation, sum(kept.values()), scores,
+                                            {n: m.size for n, m in mask.items()})
+            assert kept == expected
+        previous = mask
+    rows = read_rows(run_dir)
+    assert {r["pruning"] for r in rows} == {f"random_{allocation}"}
+    if allocation == "balanced":  # the smallest layer (16 x 10) is still dense at level 2
+        assert kept["fc/kernel"] == 160
+
+
+# ---- sign perturbation -----------------------------------------------------------------------
+def test_perturbation_replicas_share_one_program(base, root):
+    workdir = str(root / "perturb")
+    c = tiny(sign_perturbation.get_config(), methods="lrr", levels=2, perturb_every=1,
+             num_replicas=2)
+    results = driver.run(c, workdir)
+    rows = results["lrr"]
+    settings = [(r["seed"], r["perturb_prob"]) for r in rows if r["level"] == 1]
+    assert settings == [(s, p) for p in (0.0, 0.1, 0.2, 0.3, 0.5) for s in (0, 1)]
+    # Replica 0 (seed 0, p = 0) is the unperturbed single run of seed 0.
+    plain = read_rows(base["lrr"])
+    for level in range(2):
+        ours = next(r for r in rows if r["level"] == level and r["replica"] == 0)
+        theirs = next(r for r in plain if int(r["level"]) == level)
+        assert ours["test_acc"] == pytest.approx(float(theirs["test_acc"]), abs=1e-6)
+        assert ours["train_loss"] == pytest.approx(float(theirs["train_loss"]), rel=1e-4)
+        for a, b in zip(
+                jax.tree.leaves(driver.load_level(os.path.join(workdir, "lrr"), level)["params"]),
+                jax.tree.leaves(driver.load_level(base["lrr"], level)["params"]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Flips grow with p (vs init, level 1), and p > 0 changes the weights.
+    flips = {r["perturb_prob"]: r["sign_flip_frac_vs_init"] for r in rows
+             if r["level"] == 1 and r["seed"] == 0}
+    assert flips[0.5] > flips[0.1] > flips[0.0]
+    # One table, one column per replica setting.
+    table = open(os.path.join(workdir, "summary.txt")).read().splitlines()[0]
+    assert [c.strip() for c in table.strip("|").split("|")][2:] == [
+        f"lrr p={p} (%)" for p in ("0", "0.1", "0.2", "0.3", "0.5")]
+
+
+def test_by_replica_setting_keeps_plain_runs():
+    rows = [{"level": 0, "density": 1.0, "test_acc": 0.5, "perturb_prob": 0.0}]
+    assert summary.by_replica_setting({"imp": rows}) == {"imp": rows}
+    mixed = rows + [{"level": 0, "density": 1.0, "test_acc": 0.4, "perturb_prob": "0.3"}]
+    split = summary.by_replica_setting({"lrr": mixed})
+    assert list(split) == ["lrr p=0", "lrr p=0.3"] and split["lrr p=0.3"][0]["test_acc"] == 0.4
+
+
+# ---- linear mode connectivity ---------------------------------------------------------------
+def test_lmc_endpoints_are_the_runs_accuracies(base, root):
+    c = lmc.get_config()
+    c.update({k: v for k, v in TINY.items() if k in ("mlp_hidden", "train_limit", "test_limit",
+                                                     "eval_batch_size", "progress")})
+    c.lmc_a, c.lmc_b = f"{base['lrr']}:2", f"{base['imp']}:1"
+    out = driver.run(c, str(root / "lmc"))
+    saved = json.load(open(root / "lmc" / "lmc.json"))
+    assert saved["alphas"] == pytest.approx([i / 10 for i in range(11)])
+    acc = {(m, int(r["level"])): float(r["test_acc"]) for m in ("lrr", "imp")
+           for r in read_rows(base[m])}
+    assert out["test_acc"][0] == pytest.approx(acc[("lrr", 2)], abs=1e-6)  # alpha 0: a
+    assert out["test_acc"][-1] == pytest.approx(acc[("imp", 1)], abs=1e-6)  # alpha 1: b
+    assert 0.0 <= saved["sign_flip_frac"] <= 1.0 and saved["sign_flips_per_layer"]
+    # A checkpoint of the same run against itself: no flips, flat path.
+    c.lmc_b = c.lmc_a
+    same = driver.run(c, str(root / "lmc_same"))
+    assert same["sign_flip_frac"] == 0.0
+    np.testing.assert_allclose(same["test_acc"], same["test_acc"][0], atol=1e-6)
+
+
+def test_lmc_refuses_another_model(base, tmp_path):
+    c = lmc.get_config()
+    c.update(mlp_hidden=(32, 32), progress=False)
+    c.lmc_a, c.lmc_b = f"{base['lrr']}:1", f"{base['imp']}:1"
+    with pytest.raises(ConfigError, match="^lmc_a: .* was run with mlp_hidden=\\[16, 16\\]"):
+        driver.run(c, str(tmp_path / "lmc"))
+    c.update(mlp_hidden=(16, 16))
+    c.lmc_b = f"{base['imp']}:7"
+    with pytest.raises(ConfigError, match="^lmc_b: .* has no committed checkpoint 'level_007'"):
+        driver.run(c, str(tmp_path / "lmc"))
+
+
+# ---- missing or incompatible sources: ConfigError before training -------------------------
+@pytest.mark.parametrize("case", ["missing", "parent", "fewer_levels", "other_model",
+                                  "replicas", "sign_source_unused"])
+def test_bad_source_stops_before_training(base, tmp_path, case):
+    variant, overrides = "wr_lrr_mask", {"mask_source": base["lrr"]}
+    expected = None
+    if case == "missing":
+        overrides["mask_source"] = str(tmp_path / "nowhere")
+        expected = "is not a run directory (no config.json)"
+    elif case == "parent":
+        overrides["mask_source"] = os.path.dirname(base["lrr"])
+        expected = f"it holds the runs of imp, lrr: name one, e.g. {base['lrr']}"
+    elif case == "fewer_levels":
+        overrides["levels"] = LEVELS + 1
+        expected = f"has {LEVELS} finished levels, this run needs {LEVELS + 1}"
+    elif case == "other_model":
+        overrides["mlp_hidden"] = (32, 16)
+        expected = "was run with mlp_hidden=[16, 16]"
+    elif case == "replicas":
+        overrides["num_replicas"] = 2
+        expected = "has a different number of replicas"
+    else:
+        variant = "imp_own_signs"
+        overrides = {"sign_source": base["lrr"]}
+        expected = "sign_transfer 'own_signs' does not use a sign source"
+    c = tiny(transfer.get_config(variant), **overrides)
+    workdir = tmp_path / "w"
+    with pytest.raises(ConfigError) as e:
+        driver.run(c, str(workdir))
+    assert expected in str(e.value)
+    assert e.value.key in ("mask_source", "sign_source")
+    assert not os.path.exists(workdir / "checkpoints")
+    assert not os.path.exists(workdir / "config.json")
