@@ -257,6 +257,17 @@ def test_kernel_init_is_untruncated_kaiming_normal():
     np.testing.assert_array_equal(np.asarray(bn["bias"]), 0.0)
 
 
+def _all_eqns(jaxpr):
+    """Equations of a jaxpr and of the jaxprs nested in it (models/conv.py's custom VJP)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
     # Shapes and dtypes of the bottleneck network, without compiling it.
     model = models.create(_config(model="resnet50", width=0.125, dtype="bfloat16"), 10)
@@ -269,7 +280,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
         assert leaf.dtype == jnp.float32
     assert logits.dtype == jnp.float32
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
-    convs = [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    convs = [e for e in _all_eqns(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
     assert len(convs) == 53  # stem + 16 blocks * 3 + 4 shortcuts
     assert all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
 
@@ -328,3 +339,36 @@ def test_bad_config_raises_config_error(kwargs, key):
     with pytest.raises(errors.ConfigError) as info:
         models.create(_config(**kwargs), 10)
     assert info.value.key == key
+
+
+@pytest.mark.parametrize("stride,kernel,pad", [(1, 3, 1), (2, 3, 1), (2, 1, 0), (1, 1, 0)])
+def test_cpu_canonical_conv_gradients_match_lax(monkeypatch, stride, kernel, pad):
+    # models/conv.py: the custom VJP computes the same gradients as JAX's rules,
+    # also as the body of a lax.scan (where it is meant to be used).
+    from lrr_jax.models import conv
+
+    monkeypatch.setenv("LRR_JAX_CPU_CONV", "canonical")
+    rng = np.random.default_rng(stride * 10 + kernel)
+    x = jnp.asarray(rng.normal(size=(3, 9, 9, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+    args = ((stride, stride), ((pad, pad), (pad, pad)))
+
+    def loss(f, x, w):
+        out = f(x, w, *args, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jnp.sin(out))
+
+    def in_scan(f):
+        def run(x, w):
+            def body(c, _):
+                g = jax.grad(lambda a, b: loss(f, a, b), argnums=(0, 1))(x, w)
+                return c, g
+            return jax.lax.scan(body, 0, None, length=2)[1]
+        return jax.jit(run)
+
+    ours = in_scan(conv.conv_general_dilated)(x, w)
+    ref = in_scan(jax.lax.conv_general_dilated)(x, w)
+    jaxpr = jax.make_jaxpr(lambda a: loss(conv.conv_general_dilated, a, w))(x)
+    assert "custom_vjp" in str(jaxpr)  # the custom VJP is in use, not lax's rule
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

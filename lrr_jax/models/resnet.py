@@ -32,6 +32,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lrr_jax.models import conv
+
 # Kaiming normal, fan_in, gain sqrt(2) (ReLU): std = sqrt(2 / fan_in), untruncated.
 KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -69,6 +71,9 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.
         kernel_init=KERNEL_INIT,
         dtype=dtype,
         param_dtype=jnp.float32,
+        # Same math as lax.conv_general_dilated; on CPU its gradients stay fast
+        # inside the epoch's lax.scan (see models/conv.py).
+        conv_general_dilated=conv.conv_general_dilated,
         name=name,
     )
 
