@@ -52,7 +52,21 @@ _verified: dict[str, int] = {}
 
 
 def _checkpointer():
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    # Each process is its own orbax primary, with no cross-process barriers: in
+    # a multi-process run only process 0 writes (`Store.save`), while every
+    # process restores the same committed checkpoints from the shared workdir.
+    me = jax.process_index()
+    options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    handler = ocp.CompositeCheckpointHandler(
+        state=ocp.StandardCheckpointHandler(multiprocessing_options=options),
+        meta=ocp.JsonCheckpointHandler(multiprocessing_options=options),
+        composite_options=ocp.CompositeOptions(multiprocessing_options=options))
+    return ocp.Checkpointer(handler, multiprocessing_options=options)
+
+
+def _writer() -> bool:
+    """Whether this process writes checkpoints: process 0 of a multi-process run."""
+    return jax.process_index() == 0
 
 
 def level_name(level: int) -> str:
@@ -131,7 +145,10 @@ class Store:
 
         A committed checkpoint of the same name is replaced. Committing a
         level's final state deletes that level's (and earlier) mid-level saves.
+        Only process 0 of a multi-process run writes (all hold the same state).
         """
+        if not _writer():
+            return
         os.makedirs(self.dir, exist_ok=True)
         self._clear_leftovers()
         target = self.path(name)
@@ -237,8 +254,9 @@ class Store:
     def restore(self, name: str, like: Any) -> tuple[Any, dict]:
         """(state, meta) of a committed checkpoint; `like` gives structure, shapes and dtypes."""
         self.verify(name)
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
-                                if not isinstance(a, jax.ShapeDtypeStruct) else a, like)
+        # numpy targets: orbax reads host arrays with no device placement and no
+        # cross-process collectives, so processes may restore independently.
+        abstract = jax.tree.map(lambda a: np.empty(np.shape(a), np.dtype(a.dtype)), like)
         try:
             out = _checkpointer().restore(self.path(name), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -275,7 +293,7 @@ class Store:
 
     def delete_mids(self, keep: str | None = None) -> None:
         """Remove mid-level saves other than `keep` (after a newer save is committed)."""
-        if not os.path.isdir(self.dir):
+        if not _writer() or not os.path.isdir(self.dir):
             return
         for n in os.listdir(self.dir):
             if _MID.match(n) and n != keep:
@@ -292,7 +310,10 @@ def clear_run(run_dir: str) -> list[str]:
 
     For `overwrite=True` on a workdir that holds a run of another config: its
     checkpoints must not be resumed as if this config had written them.
+    Only process 0 of a multi-process run deletes.
     """
+    if not _writer():
+        return []
     gone = []
     for n in ("checkpoints", "tb", "results.csv", "sign_flips.csv", "config.json"):
         p = os.path.join(run_dir, n)

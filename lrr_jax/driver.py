@@ -12,6 +12,7 @@ one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -29,6 +30,7 @@ from lrr_jax import (
     checkpoints,
     config_base,
     data,
+    distributed,
     faults,
     invariants,
     masks,
@@ -55,7 +57,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never half."""
+    """Write a file so that readers see the old or the new content, never half.
+
+    In a multi-process run only process 0 writes (all compute the same text).
+    """
+    if jax.process_index() != 0:
+        return
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
@@ -342,7 +349,7 @@ class MethodRun:
     def run(self) -> list[dict]:
         config, ds = self.config, self.setup.dataset
         os.makedirs(self.run_dir, exist_ok=True)
-        if config.tensorboard and self.writer is None:
+        if config.tensorboard and self.writer is None and jax.process_index() == 0:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
         sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
@@ -411,7 +418,7 @@ class MethodRun:
 
 
 def _progress(iterable, desc, enabled, **kwargs):
-    if not enabled:
+    if not enabled or jax.process_index() != 0:
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, **kwargs)
@@ -419,7 +426,11 @@ def _progress(iterable, desc, enabled, **kwargs):
 
 def make_setup(config) -> Setup:
     """Load data, choose devices and place the data; raises ConfigError on bad input."""
-    devices = jax.local_devices()
+    # Global devices: in a multi-process run (lrr_jax.distributed) the data axis
+    # spans every process; with one process these are the local devices.
+    devices = jax.devices()
+    if config.num_devices and jax.process_count() > 1:
+        raise ConfigError("num_devices", "must be 0 (all devices) in a multi-process run")
     if config.num_devices:
         if config.num_devices > len(devices):
             raise ConfigError("num_devices", f"{config.num_devices} requested, "
@@ -511,7 +522,9 @@ def run(config, workdir: str) -> dict[str, list[dict]]:
     run, so a second process on the same workdir is refused (`runlock`).
     """
     config_base.validate(config)
-    with runlock.hold(workdir):
+    distributed.check_shared_dir(workdir)  # multi-process: every process sees one workdir
+    # One lock per run: process 0 holds it for all processes of a multi-process run.
+    with runlock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
         return _run(config, workdir)
 
 
@@ -533,12 +546,14 @@ def _run(config, workdir: str) -> dict[str, list[dict]]:
         if not stale[m]:
             checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
     check_sources(config, methods)
+    distributed.barrier("workdir checked")  # every process read it before process 0 writes
     setup = make_setup(config)
     results = {}
     for m in methods:
         method_config = _for_method(config, m)
         if stale[m]:
-            checkpoints.clear_run(run_dirs[m])
+            checkpoints.clear_run(run_dirs[m])  # process 0 only
+            distributed.barrier(f"cleared {run_dirs[m]}")
         os.makedirs(run_dirs[m], exist_ok=True)
         write_atomic(os.path.join(run_dirs[m], "config.json"), method_config.to_json(indent=2))
         setup.config = method_config

@@ -31,11 +31,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrr_jax import driver, invariants, preemption
+from lrr_jax import distributed, driver, invariants, preemption
 from lrr_jax.errors import ConfigError
 
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results and logs.")
 CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.", lock_config=True)
+distributed.define_flags()  # --distributed, --coordinator_address, --num_processes, --process_id
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -63,6 +64,7 @@ def main(argv):
     if config.experiment == "prune":  # the level loop checks the flag; the others run through
         preemption.install()
     try:
+        distributed.initialize_from_flags()  # multi-host: before anything touches a device
         driver.run(config, FLAGS.value)
     except (ConfigError, driver.TrainingDiverged, invariants.InvariantViolation,
             preemption.Preempted) as e:
