@@ -403,7 +403,7 @@ def _torch_epoch(width: float, batch: int, steps: int, num_classes: int, seed: i
             opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        return float(loss)
+        return float(loss.detach())
 
     info = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads()}
     return epoch, info
