@@ -4,10 +4,12 @@ One process per host (TPU VM worker, GPU node), all running the same command.
 After `initialize`, `jax.devices()` lists every process's devices,
 `parallel.Backend` maps over all of them (the data axis is global), every
 process loads the whole dataset and takes its devices' slices of each global
-batch, and only process 0 writes results.csv / TensorBoard (see `driver`).
-Checkpoints are written through orbax by all processes together (process 0
-writes the replicated numpy state and commits), so `--workdir` must be one
-directory that every host sees (NFS/Filestore, or a gcsfuse mount of a bucket).
+batch, and only process 0 writes: checkpoints (through orbax, each process
+configured as its own primary so no cross-process barrier is involved),
+results.csv, TensorBoard (see `driver`, `checkpoints`). Every process restores
+the same committed checkpoints when it resumes, so `--workdir` must be one
+directory that every host sees (NFS/Filestore, or a gcsfuse mount of a
+bucket); `check_shared_dir` verifies that at start.
 
 How a process learns its place, first match wins:
 

@@ -560,7 +560,8 @@ def _run(config, workdir: str) -> dict[str, list[dict]]:
         results[m] = MethodRun(setup, m, run_dirs[m]).run()
     from lrr_jax.reporting import summary
     table = summary.side_by_side_table(summary.by_replica_setting(results))
-    print(table)
+    if jax.process_index() == 0:  # every process has the same results; one prints them
+        print(table)
     write_atomic(os.path.join(workdir, "summary.txt"), table + "\n")
     return results
 

@@ -100,3 +100,43 @@ def test_two_processes_match_one_process(tmp_path):
     # checkpoints process 0 wrote and report the same rows without training.
     again = _two_processes(str(tmp_path / "two"), "driver-only")
     assert again[0]["rows"] == again[1]["rows"] == two[0]["rows"]
+
+
+MAIN_TINY = ["--config=configs/quickstart.py", "--config.dataset=digits", "--config.methods=lrr",
+             "--config.levels=2", "--config.epochs_per_level=1", "--config.warmup_epochs=0",
+             "--config.batch_size=64", "--config.num_replicas=1", "--config.progress=False"]
+
+
+@pytest.mark.slow
+def test_main_flags_start_a_two_process_run(tmp_path):
+    # The entry point users launch on every host: `--coordinator_address`,
+    # `--num_processes`, `--process_id` reach jax.distributed before any device is used.
+    port, repo = _free_port(), os.path.dirname(HERE)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "lrr_jax.main", f"--workdir={tmp_path}", *MAIN_TINY,
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=repo, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+    with open(tmp_path / "lrr" / "results.csv") as f:
+        rows = f.read().splitlines()
+    assert len(rows) == 1 + 2  # header + 2 levels x 1 replica, written once (process 0)
+    assert "lrr (%)" in outs[0][0] and "lrr (%)" not in outs[1][0]  # process 0 prints the table
+
+
+def test_incomplete_distributed_flags_are_a_one_line_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "lrr_jax.main", f"--workdir={tmp_path}", *MAIN_TINY,
+         "--coordinator_address=127.0.0.1:1", "--num_processes=2"],
+        cwd=os.path.dirname(HERE), env=_env(1), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "coordinator_address" in lines[0] and "process_id" in lines[0]
+    assert not os.listdir(tmp_path)  # nothing written
