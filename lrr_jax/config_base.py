@@ -94,6 +94,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Execution.
     c.parallel = "pmap"  # pmap | shard_map
     c.num_devices = 0  # 0 = all local devices
+    # Each device keeps only its shard of the training set (1/num_devices) and
+    # each process loads only its devices' shards; the data order then depends
+    # on the device count. False: every device holds all of it.
+    c.shard_train_data = False
     c.eval_every_epochs = 1  # the last epoch of a level is always evaluated
     c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
     c.progress = True  # tqdm progress bars
@@ -184,6 +188,8 @@ def validate(config) -> None:
     _require(config.parallel in ("pmap", "shard_map"), "parallel",
              f"unknown backend {config.parallel!r}; expected pmap or shard_map")
     _require(int(config.num_devices) >= 0, "num_devices", "must be >= 0")
+    _require(isinstance(config.shard_train_data, bool), "shard_train_data",
+             f"must be True or False, got {config.shard_train_data!r}")
     _require(int(config.checkpoint_every_epochs) >= 0, "checkpoint_every_epochs", "must be >= 0")
     _require(int(config.eval_every_epochs) >= 1, "eval_every_epochs", "must be >= 1")
     _require(config.sign_transfer in SIGN_TRANSFERS, "sign_transfer",

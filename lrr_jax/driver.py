@@ -125,11 +125,14 @@ class MethodRun:
     def _epoch_fn(self, phase: str):
         if phase not in self._compiled:
             ds, b = self.setup.dataset, self.setup.backend
+            sharded = bool(self.config.shard_train_data)
             fn, steps = train.make_train_epoch(
                 apply_fn=self.model.apply, config=self.config, phase=phase,
-                num_train=ds.train_x.shape[0], num_devices=b.num_devices,
-                mean=ds.mean, std=ds.std, image=ds.is_image)
-            self._compiled[phase] = b.map(fn, 4, donate_first=True)
+                num_train=self.setup.placed["train_x"].shape[1] if sharded
+                else ds.train_x.shape[0], num_devices=b.num_devices,
+                mean=ds.mean, std=ds.std, image=ds.is_image, sharded=sharded)
+            self._compiled[phase] = b.map(fn, 4, donate_first=True,
+                                          sharded=(1, 2) if sharded else ())
             self._compiled["steps_per_epoch"] = steps
         self.steps_per_epoch = self._compiled["steps_per_epoch"]
         return self._compiled[phase]
@@ -446,10 +449,33 @@ def make_setup(config) -> Setup:
     backend = parallel.Backend(config.parallel, devices)
     test_x, test_y, test_w, eval_batch = train.pad_for_eval(
         dataset.test_x, dataset.test_y, backend.num_devices, config.eval_batch_size)
-    placed = backend.put({"train_x": dataset.train_x, "train_y": dataset.train_y,
-                          "test_x": test_x, "test_y": test_y, "test_w": test_w})
+    placed = backend.put({"test_x": test_x, "test_y": test_y, "test_w": test_w})
+    if config.shard_train_data:
+        placed.update(shard_train_data(dataset, backend))
+        # This process keeps only its devices' shards (its `dataset` loses the rest).
+        dataset = dataclasses.replace(dataset, train_x=dataset.train_x[:0],
+                                      train_y=dataset.train_y[:0])
+    else:
+        placed.update(backend.put({"train_x": dataset.train_x, "train_y": dataset.train_y}))
     model = models.create(config, dataset.num_classes, bn_axis_name=train.AXIS)
     return Setup(config, dataset, backend, placed, eval_batch, model)
+
+
+def shard_train_data(dataset, backend) -> dict:
+    """This process's devices' shards of the training set, placed on those devices.
+
+    Device d of D (its position in the global device list) holds examples
+    d, d + D, d + 2D, ... (every class in about the same proportion), cut to
+    the same count n // D on every device. Returns {'train_x', 'train_y'} of
+    shape (D, n // D, ...), each device holding only its own block.
+    """
+    # n >= batch_size (checked by make_setup), so every device holds at least
+    # one local batch: n // D >= batch_size // D.
+    n, d_all = dataset.train_x.shape[0], backend.num_devices
+    per = n // d_all
+    mine = [backend.devices.index(d) for d in backend.local_devices]
+    return {name: backend.put_sharded(np.stack([a[i::d_all][:per] for i in mine]))
+            for name, a in (("train_x", dataset.train_x), ("train_y", dataset.train_y))}
 
 
 def check_workdir(config, run_dir: str) -> bool:

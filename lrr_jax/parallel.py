@@ -59,11 +59,32 @@ class Backend:
         """
         return jax.device_put(tree, self._replicated)
 
-    def map(self, fn: Callable, num_args: int, donate_first: bool = False) -> Callable:
-        """Map a per-device function of `num_args` replicated arguments.
+    def put_sharded(self, local_blocks: np.ndarray) -> jax.Array:
+        """Place per-device blocks along the data axis: a (num_devices, ...) global array.
 
-        Its outputs must be identical on every device (reduced over the data
-        axis); they come back as ordinary, unmapped arrays.
+        `local_blocks` holds this process's blocks, one per local device in the
+        order of `self.devices`: shape (len(local_devices), ...). Each device
+        stores only its own block; pass the result to a `map`ped function as a
+        `sharded` argument, which then sees its block without the leading axis.
+        """
+        local_blocks = np.asarray(local_blocks)
+        if local_blocks.shape[0] != len(self.local_devices):
+            raise ValueError(f"{local_blocks.shape[0]} blocks for "
+                             f"{len(self.local_devices)} local devices")
+        sharding = NamedSharding(self._mesh, P(train.AXIS))
+        shape = (self.num_devices, *local_blocks.shape[1:])
+        arrays = [jax.device_put(block[None], d) for block, d in zip(local_blocks,
+                                                                      self.local_devices)]
+        return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+    def map(self, fn: Callable, num_args: int, donate_first: bool = False,
+            sharded: tuple[int, ...] = ()) -> Callable:
+        """Map a per-device function of `num_args` arguments.
+
+        Arguments are replicated (`put`), except the positions in `sharded`,
+        which are (num_devices, ...) arrays from `put_sharded`: each device's fn
+        gets its own block. Outputs must be identical on every device (reduced
+        over the data axis); they come back as ordinary, unmapped arrays.
         """
         if self.kind == "pmap":
             # pmap needs one mapped argument: a per-device index that fn ignores.
@@ -72,12 +93,18 @@ class Backend:
             # jax >= 0.8 runs pmap as jit(shard_map), so an unmapped
             # (in_axes=None) argument can be donated too.
             mapped = jax.pmap(lambda _, *args: fn(*args), axis_name=train.AXIS,
-                              in_axes=(0,) + (None,) * num_args, out_axes=None,
-                              devices=self.devices,
+                              in_axes=(0,) + tuple(0 if i in sharded else None
+                                                   for i in range(num_args)),
+                              out_axes=None, devices=self.devices,
                               donate_argnums=(1,) if donate_first else ())
             index = np.arange(len(self.local_devices))
             return lambda *args: mapped(index, *args)
-        mapped = jax.shard_map(fn, mesh=self._mesh, in_specs=(P(),) * num_args, out_specs=P())
+
+        def blocks(*args):
+            return fn(*(a[0] if i in sharded else a for i, a in enumerate(args)))
+
+        specs = tuple(P(train.AXIS) if i in sharded else P() for i in range(num_args))
+        mapped = jax.shard_map(blocks, mesh=self._mesh, in_specs=specs, out_specs=P())
         return jax.jit(mapped, donate_argnums=(0,) if donate_first else ())
 
 

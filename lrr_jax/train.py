@@ -145,16 +145,26 @@ def _augment_per_example(key, positions, images, pad):
 
 def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_devices: int,
                      mean: np.ndarray, std: np.ndarray, image: bool,
-                     masked: bool = True) -> tuple[Callable, int]:
+                     masked: bool = True, sharded: bool = False) -> tuple[Callable, int]:
     """Per-device function (state, train_x, train_y, key) -> (state, metrics) for one epoch.
 
-    The epoch's permutation comes from `key` (the same on every device); each
-    device takes its slice of every global batch. The last partial batch is
-    dropped. Returns the function and the number of steps per epoch.
+    Replicated data (`sharded=False`): every device holds the whole training
+    set (`num_train` examples); the epoch's permutation comes from `key` (the
+    same on every device) and each device takes its slice of every global
+    batch, so the result does not depend on the device count.
+
+    Sharded data (`sharded=True`, `config.shard_train_data`): each device holds
+    only its own shard of `num_train` examples (per device) and permutes it
+    with `key` folded with its device index; a global batch is every device's
+    local batch. The data order then depends on the device count (and on
+    nothing else: N devices on one process or on several give the same run).
+
+    The last partial batch is dropped. Returns the function and the number of
+    steps per epoch.
     """
     batch = config.batch_size
     local = batch // num_devices
-    steps = num_train // batch
+    steps = (num_train // local) if sharded else (num_train // batch)
     tx = make_optimizer(config)
     lr_fn = lr_schedule(config, phase, steps)
     step = jax.vmap(functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn,
@@ -163,21 +173,28 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     augment_images = image and config.augment
 
     def epoch(state, train_x, train_y, key):
-        perm = jax.random.permutation(key, num_train)[: steps * batch]
         dev = jax.lax.axis_index(AXIS)
+        # Position of each of this device's examples in the global epoch order:
+        # (steps, local). It keys the augmentation of that example.
         positions = jnp.arange(steps * batch).reshape(steps, num_devices, local)
         positions = jax.lax.dynamic_index_in_dim(positions, dev, axis=1, keepdims=False)
+        if sharded:
+            perm = jax.random.permutation(jax.random.fold_in(key, dev), num_train)
+            order = perm[: steps * local].reshape(steps, local)
+        else:
+            perm = jax.random.permutation(key, num_train)[: steps * batch]
+            order = perm[positions]
         aug_key = jax.random.fold_in(key, 1)
 
-        def body(state, pos):
-            ids = perm[pos]
+        def body(state, pos_ids):
+            pos, ids = pos_ids
             x, y = train_x[ids], train_y[ids]
             if augment_images:
                 x = _augment_per_example(aug_key, pos, x, config.augment_pad)
             x = augment.normalize(x, mean, std)
             return step(state, x, y)
 
-        state, metrics = jax.lax.scan(body, state, positions)
+        state, metrics = jax.lax.scan(body, state, (positions, order))
         return state, jax.tree.map(lambda m: m.mean(0), metrics)
 
     return epoch, steps

@@ -13,7 +13,7 @@ import numpy as np
 from lrr_jax import config_base, models, parallel, train
 
 
-def trajectory(kind: str, num_devices: int, epochs: int = 3) -> list[float]:
+def trajectory(kind: str, num_devices: int, epochs: int = 3, sharded: bool = False) -> list[float]:
     c = config_base.get_base_config()
     c.model, c.width, c.batch_size, c.epochs_per_level = "resnet18", 0.0625, 64, epochs
     # A small learning rate keeps the tiny net out of the chaotic regime where
@@ -27,10 +27,17 @@ def trajectory(kind: str, num_devices: int, epochs: int = 3) -> list[float]:
     backend = parallel.Backend(kind, jax.local_devices()[:num_devices])
     model = models.create(c, 2, bn_axis_name=train.AXIS)
     state = train.create_replicas(model, c, [0, 1], np.zeros((1, 16, 16, 3), np.float32))
-    fn, _ = train.make_train_epoch(apply_fn=model.apply, config=c, phase="level", num_train=128,
-                                   num_devices=num_devices, mean=mean, std=std, image=True)
-    epoch = backend.map(fn, 4, donate_first=True)
-    state, xs, ys = backend.put(state), backend.put(x), backend.put(y)
+    per = 128 // num_devices if sharded else 128
+    fn, _ = train.make_train_epoch(apply_fn=model.apply, config=c, phase="level", num_train=per,
+                                   num_devices=num_devices, mean=mean, std=std, image=True,
+                                   sharded=sharded)
+    epoch = backend.map(fn, 4, donate_first=True, sharded=(1, 2) if sharded else ())
+    state = backend.put(state)
+    if sharded:  # device d holds examples d, d + D, ... (as driver.shard_train_data)
+        xs, ys = (backend.put_sharded(np.stack([a[d::num_devices] for d in range(num_devices)]))
+                  for a in (x, y))
+    else:
+        xs, ys = backend.put(x), backend.put(y)
     losses = []
     for e in range(epochs):
         state, m = epoch(state, xs, ys, jax.random.PRNGKey(e))
@@ -41,4 +48,5 @@ def trajectory(kind: str, num_devices: int, epochs: int = 3) -> list[float]:
 if __name__ == "__main__":
     n = int(sys.argv[1])
     out = {f"{kind}_{d}": trajectory(kind, d) for kind in parallel.BACKENDS for d in (1, n)}
+    out |= {f"{kind}_{n}_sharded": trajectory(kind, n, sharded=True) for kind in parallel.BACKENDS}
     print(json.dumps(out))

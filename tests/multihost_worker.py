@@ -85,6 +85,19 @@ def main():
                                           "train_loss")} for r in rows]
                    for m, rows in results.items()}
     out["files"] = sorted(os.listdir(os.path.join(workdir, "lrr")))
+
+    # The same campaign with each device holding only its shard of the data.
+    c.shard_train_data, c.methods, c.tensorboard = True, "lrr", False
+    setup = driver.make_setup(c)
+    x = setup.placed["train_x"]
+    out["sharded_local_examples"] = sum(s.data.shape[0] * s.data.shape[1]
+                                        for s in x.addressable_shards)
+    out["sharded_global_shape"] = list(x.shape)
+    t0 = time.time()
+    results = driver.run(c, os.path.join(workdir, "sharded"))
+    out["seconds"]["sharded"] = round(time.time() - t0, 1)
+    out["sharded_rows"] = [{k: r[k] for k in ("level", "replica", "density", "test_acc",
+                                             "train_loss")} for r in results["lrr"]]
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -10,7 +10,9 @@ localhost), like hosts of a TPU pod slice or GPU nodes. Checked:
 * a full `driver.run` (2 methods, 2 levels, 2 replicas, warm-up, mid-level
   saves) gives the same result rows on both processes and as 1 process x 8
   devices; only process 0 writes results.csv and TensorBoard; the
-  checkpoints process 0 commits are restored by both on a second run.
+  checkpoints process 0 commits are restored by both on a second run;
+* with `shard_train_data`, each process holds only half of the training set
+  on its devices, and the campaign still equals 1 process x 8 devices.
 """
 
 import json
@@ -90,6 +92,20 @@ def test_two_processes_match_one_process(tmp_path):
     np.testing.assert_allclose(_numbers(two[0]["rows"]), _numbers(reference["rows"]),
                                rtol=1e-4, atol=1e-6)
 
+    # Sharded data: each process holds half of the training set, and the run
+    # equals 1 process x 8 devices with the same shards.
+    n = reference["sharded_global_shape"][0] * reference["sharded_global_shape"][1]
+    assert reference["sharded_global_shape"][0] == 8
+    assert reference["sharded_local_examples"] == n
+    for out in two:
+        assert out["sharded_global_shape"] == reference["sharded_global_shape"]
+        assert out["sharded_local_examples"] == n // 2
+    assert two[0]["sharded_rows"] == two[1]["sharded_rows"]
+    assert min(r["test_acc"] for r in two[0]["sharded_rows"]) > 0.5  # digits: it learns
+    np.testing.assert_allclose(_numbers({"lrr": two[0]["sharded_rows"]}),
+                               _numbers({"lrr": reference["sharded_rows"]}),
+                               rtol=1e-4, atol=1e-6)
+
     run = tmp_path / "two" / "lrr"
     assert {"results.csv", "sign_flips.csv", "config.json", "checkpoints"} <= set(
         two[0]["files"])
@@ -100,6 +116,7 @@ def test_two_processes_match_one_process(tmp_path):
     # checkpoints process 0 wrote and report the same rows without training.
     again = _two_processes(str(tmp_path / "two"), "driver-only")
     assert again[0]["rows"] == again[1]["rows"] == two[0]["rows"]
+    assert again[0]["sharded_rows"] == two[0]["sharded_rows"]
 
 
 MAIN_TINY = ["--config=configs/quickstart.py", "--config.dataset=digits", "--config.methods=lrr",
