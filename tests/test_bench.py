@@ -49,3 +49,11 @@ def test_bench_runs_and_writes_json(tmp_path):
     prune = result["details"]["prune"]
     assert 0 < result["prune_seconds"] == prune["prune_seconds"]
     assert result["met"]["prune_seconds"] == (result["prune_seconds"] < 1.0)
+
+    rendered = subprocess.run([sys.executable, "-m", "lrr_jax.bench", f"--render={out}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    table = rendered.stdout
+    assert f"| resnet18 | float32 | 0.0625 | 16 | {row['masked']['images_per_second']} |" in table
+    assert f"| prune_seconds | {result['prune_seconds']} | < 1 |" in table
