@@ -539,7 +539,7 @@ def render_markdown(result: dict) -> str:
                   f"vmapped {v['vmapped']['median_seconds']} s "
                   f"({v['vmapped']['gflops_per_second']} GFLOP/s), sequential "
                   f"{v['sequential']['median_seconds']} s "
-                  f"({v['sequential']['gflops_per_second']} GFLOP/s); one {2048}x{2048} "
+                  f"({v['sequential']['gflops_per_second']} GFLOP/s); one 2048x2048 "
                   f"matmul: {v['peak_matmul_gflops_per_second']} GFLOP/s, so no same-work "
                   f"batching can exceed {v['speedup_bound']}x. First-epoch max relative "
                   f"loss difference, replica vs its sequential run: "
