@@ -117,6 +117,16 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def any_process(flag: bool) -> bool:
+    """True if `flag` is True at any process (every process must call this)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())
+
+
 def check_shared_dir(path: str) -> None:
     """Raise ConfigError unless every process sees the same directory `path`.
 

@@ -219,8 +219,11 @@ class MethodRun:
                 bar.set_postfix(post)
             every = config.checkpoint_every_epochs
             # A SIGTERM (preemption notice) forces a save now, whatever `every` says.
-            if phase == "level" and ((every and (epoch + 1) % every == 0)
-                                     or preemption.requested()) and epoch < epochs - 1:
+            # Asked once per epoch (a collective with several processes), so the
+            # save and the exit below act on the same answer.
+            stop = epoch < epochs - 1 and preemption.requested()
+            if phase == "level" and epoch < epochs - 1 and (
+                    stop or (every and (epoch + 1) % every == 0)):
                 name = checkpoints.mid_name(level, epoch)
                 self.store.save(name, parallel.get(state), {
                     "level": level, "epoch": epoch, "best": best.tolist(),
@@ -229,8 +232,8 @@ class MethodRun:
                     "train_metrics": {k2: np.asarray(v).tolist()
                                       for k2, v in train_metrics.items()}})
                 self.store.delete_mids(keep=name)
-            if epoch < epochs - 1:  # after the last epoch, the caller saves first
-                preemption.check(f"in {desc} after epoch {epoch}: " + (
+            if stop:  # after the last epoch, the caller saves first
+                preemption.stop(f"in {desc} after epoch {epoch}: " + (
                     "the warm-up restarts on resume" if phase == "warmup" else
                     f"saved {checkpoints.mid_name(level, epoch)}"))
         return parallel.get(state), best, last_eval, train_metrics

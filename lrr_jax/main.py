@@ -61,10 +61,12 @@ def main(argv):
         if not os.path.isfile(path):
             _fail("config", f"{path}: no such file")
         _fail("config", f"cannot load {path}: {_one_line(e)}")
-    if config.experiment == "prune":  # the level loop checks the flag; the others run through
-        preemption.install()
     try:
         distributed.initialize_from_flags()  # multi-host: before anything touches a device
+        # After it: jax.distributed installs a SIGTERM handler of its own
+        # (its preemption notifier), which would otherwise replace ours.
+        if config.experiment == "prune":  # the level loop checks the flag; others run through
+            preemption.install()
         driver.run(config, FLAGS.value)
     except (ConfigError, driver.TrainingDiverged, invariants.InvariantViolation,
             preemption.Preempted) as e:

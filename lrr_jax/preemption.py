@@ -50,8 +50,16 @@ def install() -> None:
 
 
 def requested() -> bool:
-    """True once a SIGTERM arrived."""
-    return _requested
+    """True once a SIGTERM arrived (at any process of a multi-process run).
+
+    With several processes every one calls this at the same points (they run
+    in lockstep), and all get the same answer: a notice that reached one host
+    stops all of them at the same epoch, instead of leaving the others waiting
+    in a collective for a process that has exited.
+    """
+    from lrr_jax import distributed
+
+    return distributed.any_process(_requested)
 
 
 def reset() -> None:
@@ -62,5 +70,10 @@ def reset() -> None:
 
 def check(where: str) -> None:
     """Raise `Preempted` at a point where nothing unsaved would be lost."""
-    if _requested:
-        raise Preempted(f"preempted (SIGTERM) {where}; run the same command to resume")
+    if requested():
+        stop(where)
+
+
+def stop(where: str) -> None:
+    """Raise `Preempted` (the caller has asked `requested()` and saved what it could)."""
+    raise Preempted(f"preempted (SIGTERM) {where}; run the same command to resume")

@@ -124,24 +124,31 @@ MAIN_TINY = ["--config=configs/quickstart.py", "--config.dataset=digits", "--con
              "--config.batch_size=64", "--config.num_replicas=1", "--config.progress=False"]
 
 
-@pytest.mark.slow
-def test_main_flags_start_a_two_process_run(tmp_path):
-    # The entry point users launch on every host: `--coordinator_address`,
-    # `--num_processes`, `--process_id` reach jax.distributed before any device is used.
+def _launch_main(workdir, *extra, faults=("", "")) -> list[tuple[int, str, str]]:
+    """`python -m lrr_jax.main` as 2 processes x 4 devices: [(returncode, stdout, stderr)]."""
     port, repo = _free_port(), os.path.dirname(HERE)
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "lrr_jax.main", f"--workdir={tmp_path}", *MAIN_TINY,
+        [sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *MAIN_TINY, *extra,
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        cwd=repo, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
+        cwd=repo, env=dict(_env(4), LRR_JAX_FAULT=faults[i]), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
         outs = [p.communicate(timeout=240) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (_, stderr) in zip(procs, outs):
-        assert p.returncode == 0, stderr[-3000:]
+    return [(p.returncode, *out) for p, out in zip(procs, outs)]
+
+
+@pytest.mark.slow
+def test_main_flags_start_a_two_process_run(tmp_path):
+    # The entry point users launch on every host: `--coordinator_address`,
+    # `--num_processes`, `--process_id` reach jax.distributed before any device is used.
+    runs = _launch_main(tmp_path)
+    for code, _, stderr in runs:
+        assert code == 0, stderr[-3000:]
+    outs = [(stdout, stderr) for _, stdout, stderr in runs]
     with open(tmp_path / "lrr" / "results.csv") as f:
         rows = f.read().splitlines()
     assert len(rows) == 1 + 2  # header + 2 levels x 1 replica, written once (process 0)
@@ -157,3 +164,25 @@ def test_incomplete_distributed_flags_are_a_one_line_error(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "coordinator_address" in lines[0] and "process_id" in lines[0]
     assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.slow
+def test_sigterm_at_one_process_stops_both_and_the_run_resumes(tmp_path):
+    # A preemption notice that reaches only process 1 (which writes nothing):
+    # both processes agree to stop after the same epoch, process 0 saves it,
+    # both exit 143, and the relaunch finishes with the uninterrupted result.
+    from lrr_jax import checkpoints
+
+    two_epochs = "--config.epochs_per_level=2"
+    runs = _launch_main(tmp_path / "cut", two_epochs, faults=("", "in_epoch:1:0@term"))
+    for code, _, stderr in runs:
+        assert code == 143, stderr[-3000:]
+    mid = tmp_path / "cut" / "lrr" / "checkpoints" / checkpoints.mid_name(1, 0)
+    assert (mid / "commit_success.txt").is_file()
+    for code, _, stderr in _launch_main(tmp_path / "cut", two_epochs):
+        assert code == 0, stderr[-3000:]
+    for code, _, stderr in _launch_main(tmp_path / "whole", two_epochs):
+        assert code == 0, stderr[-3000:]
+    with open(tmp_path / "cut" / "lrr" / "results.csv") as a, \
+            open(tmp_path / "whole" / "lrr" / "results.csv") as b:
+        assert a.read() == b.read()
