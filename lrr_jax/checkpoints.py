@@ -27,6 +27,7 @@ restored without this check.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lrr_jax import faults
+from lrr_jax import distributed, faults
 from lrr_jax.errors import ConfigError
 
 _MID = re.compile(r"^mid_(\d{3})_(\d{4})$")
@@ -62,11 +63,6 @@ def _checkpointer():
         meta=ocp.JsonCheckpointHandler(multiprocessing_options=options),
         composite_options=ocp.CompositeOptions(multiprocessing_options=options))
     return ocp.Checkpointer(handler, multiprocessing_options=options)
-
-
-def _writer() -> bool:
-    """Whether this process writes checkpoints: process 0 of a multi-process run."""
-    return jax.process_index() == 0
 
 
 def level_name(level: int) -> str:
@@ -147,7 +143,7 @@ class Store:
         level's final state deletes that level's (and earlier) mid-level saves.
         Only process 0 of a multi-process run writes (all hold the same state).
         """
-        if not _writer():
+        if not distributed.is_primary():
             return
         os.makedirs(self.dir, exist_ok=True)
         self._clear_leftovers()
@@ -266,6 +262,16 @@ class Store:
         state = jax.tree.map(np.asarray, out.state)
         return state, dict(out.meta)
 
+    def restore_untyped(self, name: str) -> tuple[dict, dict]:
+        """(state, meta) without a target: the state as a nested dict of arrays (analysis)."""
+        self.verify(name)  # a damaged checkpoint raises ConfigError instead of wrong arrays
+        out = _checkpointer().restore(self.path(name), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        state = out.state
+        if not isinstance(state, dict):
+            state = dataclasses.asdict(state) if dataclasses.is_dataclass(state) else dict(state)
+        return state, dict(out.meta)
+
     def restore_meta(self, name: str) -> dict:
         """Only the JSON meta of a committed checkpoint."""
         self.verify(name)
@@ -293,7 +299,7 @@ class Store:
 
     def delete_mids(self, keep: str | None = None) -> None:
         """Remove mid-level saves other than `keep` (after a newer save is committed)."""
-        if not _writer() or not os.path.isdir(self.dir):
+        if not distributed.is_primary() or not os.path.isdir(self.dir):
             return
         for n in os.listdir(self.dir):
             if _MID.match(n) and n != keep:
@@ -312,7 +318,7 @@ def clear_run(run_dir: str) -> list[str]:
     checkpoints must not be resumed as if this config had written them.
     Only process 0 of a multi-process run deletes.
     """
-    if not _writer():
+    if not distributed.is_primary():
         return []
     gone = []
     for n in ("checkpoints", "tb", "results.csv", "sign_flips.csv", "config.json"):

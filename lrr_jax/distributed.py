@@ -109,6 +109,11 @@ def initialize_from_flags() -> bool:
                       auto=True if f.distributed else None)
 
 
+def is_primary() -> bool:
+    """Whether this process writes the run's files: process 0 (always, with one process)."""
+    return jax.process_index() == 0
+
+
 def barrier(name: str) -> None:
     """Wait until every process got here (no-op with one process)."""
     if jax.process_count() > 1:
@@ -142,17 +147,16 @@ def check_shared_dir(path: str) -> None:
     from lrr_jax.errors import ConfigError
 
     os.makedirs(path, exist_ok=True)
-    token = np.frombuffer(os.urandom(8), np.uint32) if jax.process_index() == 0 else \
-        np.zeros(2, np.uint32)
+    token = np.frombuffer(os.urandom(8), np.uint32) if is_primary() else np.zeros(2, np.uint32)
     token = np.asarray(multihost_utils.broadcast_one_to_all(token))
     marker = os.path.join(path, f".shared-check-{token[0]:08x}{token[1]:08x}")
-    if jax.process_index() == 0:
+    if is_primary():
         with open(marker, "w") as f:
             f.write("lrr_jax multi-process workdir check\n")
     barrier("lrr_jax shared dir written")
     seen = np.asarray(multihost_utils.process_allgather(np.int32(os.path.exists(marker))))
     barrier("lrr_jax shared dir checked")
-    if jax.process_index() == 0:
+    if is_primary():
         os.remove(marker)
     if not seen.all():
         missing = [int(i) for i in np.flatnonzero(seen == 0)]
@@ -160,8 +164,3 @@ def check_shared_dir(path: str) -> None:
                           "files process 0 writes there; put --workdir on a file system every "
                           "host mounts (NFS/Filestore, a gcsfuse bucket)")
 
-
-def describe() -> dict:
-    """Process and device counts, for logs and benchmarks."""
-    return {"process_index": jax.process_index(), "process_count": jax.process_count(),
-            "local_devices": jax.local_device_count(), "devices": jax.device_count()}

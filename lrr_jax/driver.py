@@ -61,7 +61,7 @@ def write_atomic(path: str, text: str) -> None:
 
     In a multi-process run only process 0 writes (all compute the same text).
     """
-    if jax.process_index() != 0:
+    if not distributed.is_primary():
         return
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -355,7 +355,7 @@ class MethodRun:
     def run(self) -> list[dict]:
         config, ds = self.config, self.setup.dataset
         os.makedirs(self.run_dir, exist_ok=True)
-        if config.tensorboard and self.writer is None and jax.process_index() == 0:
+        if config.tensorboard and self.writer is None and distributed.is_primary():
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
         sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
@@ -424,7 +424,7 @@ class MethodRun:
 
 
 def _progress(iterable, desc, enabled, **kwargs):
-    if not enabled or jax.process_index() != 0:
+    if not enabled or not distributed.is_primary():
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, **kwargs)
@@ -553,12 +553,11 @@ def run(config, workdir: str) -> dict[str, list[dict]]:
     config_base.validate(config)
     distributed.check_shared_dir(workdir)  # multi-process: every process sees one workdir
     # One lock per run: process 0 holds it for all processes of a multi-process run.
-    with runlock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    with runlock.hold(workdir) if distributed.is_primary() else contextlib.nullcontext():
         return _run(config, workdir)
 
 
 def _run(config, workdir: str) -> dict[str, list[dict]]:
-    config_base.validate(config)
     workdir = os.path.abspath(workdir)
     if config.experiment == "single_neuron":
         from lrr_jax import theory
@@ -589,7 +588,7 @@ def _run(config, workdir: str) -> dict[str, list[dict]]:
         results[m] = MethodRun(setup, m, run_dirs[m]).run()
     from lrr_jax.reporting import summary
     table = summary.side_by_side_table(summary.by_replica_setting(results))
-    if jax.process_index() == 0:  # every process has the same results; one prints them
+    if distributed.is_primary():  # every process has the same results; one prints them
         print(table)
     write_atomic(os.path.join(workdir, "summary.txt"), table + "\n")
     return results
@@ -613,22 +612,8 @@ def load_level(workdir: str, level, replica: int = 0) -> dict:
     if not store.exists(name):
         raise ConfigError("workdir", f"{workdir} has no committed checkpoint {name!r} "
                           f"(have: {', '.join(store.names()) or 'none'})")
-    restored, meta = _restore_untyped(store, name)
+    restored, meta = store.restore_untyped(name)
     out = {k: jax.tree.map(lambda a: np.asarray(a)[replica], restored[k])
            for k in ("params", "batch_stats", "mask", "opt_state") if k in restored}
     out["meta"] = meta
     return out
-
-
-def _restore_untyped(store, name):
-    """Restore without a target: a nested dict of numpy arrays (for analysis)."""
-    import orbax.checkpoint as ocp
-    store.verify(name)  # a damaged checkpoint raises ConfigError instead of wrong arrays
-    ck = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    out = ck.restore(store.path(name), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-    state = out.state
-    if not isinstance(state, dict):
-        state = dataclasses.asdict(state) if dataclasses.is_dataclass(state) else dict(state)
-    return state, dict(out.meta)
-

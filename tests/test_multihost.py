@@ -46,21 +46,30 @@ def _result(stdout: str, stderr: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _two_processes(workdir: str, *extra: str) -> list[dict]:
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, str(i), "2", str(port), workdir, *extra],
-                              env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    outs = []
+def _run_both(argv_of, env_of=lambda i: {}, cwd=None) -> list[tuple[int, str, str]]:
+    """Run process 0 and 1 together (4 devices each): [(returncode, stdout, stderr)].
+
+    `argv_of(i)` and `env_of(i)` give process i's command and extra environment.
+    """
+    procs = [subprocess.Popen(argv_of(i), cwd=cwd, env=dict(_env(4), **env_of(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
     try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=240)
-            assert p.returncode == 0, stderr[-3000:]
-            outs.append(_result(stdout, stderr))
+        outs = [p.communicate(timeout=240) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return [(p.returncode, *out) for p, out in zip(procs, outs)]
+
+
+def _two_processes(workdir: str, *extra: str) -> list[dict]:
+    port = _free_port()
+    outs = []
+    for code, stdout, stderr in _run_both(
+            lambda i: [sys.executable, WORKER, str(i), "2", str(port), workdir, *extra]):
+        assert code == 0, stderr[-3000:]
+        outs.append(_result(stdout, stderr))
     return outs
 
 
@@ -126,19 +135,12 @@ MAIN_TINY = ["--config=configs/quickstart.py", "--config.dataset=digits", "--con
 
 def _launch_main(workdir, *extra, faults=("", "")) -> list[tuple[int, str, str]]:
     """`python -m lrr_jax.main` as 2 processes x 4 devices: [(returncode, stdout, stderr)]."""
-    port, repo = _free_port(), os.path.dirname(HERE)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *MAIN_TINY, *extra,
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        cwd=repo, env=dict(_env(4), LRR_JAX_FAULT=faults[i]), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [(p.returncode, *out) for p, out in zip(procs, outs)]
+    port = _free_port()
+    return _run_both(
+        lambda i: [sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *MAIN_TINY,
+                   *extra, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                   f"--process_id={i}"],
+        lambda i: {"LRR_JAX_FAULT": faults[i]}, cwd=os.path.dirname(HERE))
 
 
 @pytest.mark.slow
