@@ -17,7 +17,8 @@ arithmetic changes. bfloat16 keeps 8 significant bits (relative rounding
   epochs later in the run are not compared: with SGD at this scale two
   float32 runs that differ only in summation order (models/conv.py's
   gradients vs lax's) already differ by 0.13 in one epoch's loss (0.370 vs
-  0.497 in epoch 6 of this run, measured);
+  0.497 in epoch 6 of this run's float32 half, measured once with
+  LRR_JAX_CPU_CONV=lax against the default);
 * a short LRR campaign through `driver.run` (2 prune levels): identical
   densities, test accuracy within 1 point and train loss within 5% relative
   at every level, and at least 99% of the final mask shared.
