@@ -292,6 +292,10 @@ class Store:
     def _mids(self) -> list[tuple[str, int]]:
         return [(n, int(m.group(2))) for n in self.names() if (m := _MID.match(n))]
 
+    def mid_epochs(self, level: int) -> list[int]:
+        """Epochs of the committed mid-level saves of `level`."""
+        return sorted(e for n, e in self._mids() if int(_MID.match(n).group(1)) == level)
+
     def latest_mid(self, level: int) -> tuple[str, int] | None:
         """(name, epoch) of the newest committed mid-level save of `level`."""
         found = [(n, e) for n, e in self._mids() if int(_MID.match(n).group(1)) == level]

@@ -13,16 +13,14 @@ import ml_collections
 
 from lrr_jax.errors import ConfigError
 
+# The names of methods, datasets, models, allocations and sign transfers live in
+# their modules' registries (rewind.MODES, data.DATASETS, models.MODELS,
+# pruning.ALLOCATIONS, signs.SIGN_TRANSFERS); `validate` checks membership there.
 EXPERIMENTS = ("prune", "single_neuron", "lmc")
-METHODS = ("imp", "wr", "lrr", "lrr_bn_rewind")
-DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet")
-MODELS = ("mlp", "resnet18", "resnet50", "resnet50_imagenet")
-ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk")
-SIGN_TRANSFERS = ("", "source_signs", "own_signs", "init_signs", "shuffled_init_magnitudes")
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods",
+                "tensorboard", "methods", "replica_batch", "dry_run",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
 
 
@@ -30,8 +28,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
     c.method = "lrr"  # imp | wr | lrr | lrr_bn_rewind
-    # Comma-separated methods run one after another, each in <workdir>/<method>;
-    # empty: just `method`, in <workdir> itself.
+    # Comma-separated methods, trained together as replicas of one program, each
+    # written to <workdir>/<method>; empty: just `method`, in <workdir> itself.
     c.methods = ""
 
     # Data.
@@ -72,9 +70,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.reset_momentum = False  # LRR: zero the momentum at each level (paper code keeps it)
     c.rewind_batch_stats = False  # IMP/WR: also rewind BN running stats (paper code keeps them)
 
-    # Replicas: K models stacked and vmapped through one program, sharing each batch.
-    c.num_replicas = 1  # seeds per perturbation probability: seed, seed+1, ...
+    # Replicas: methods x perturb_probs x num_replicas seeds, stacked and vmapped
+    # through one compiled program (lrr_jax/replicas.py).
+    c.num_replicas = 1  # seeds per method and perturbation probability: seed, seed+1, ...
     c.seed = 0
+    # per_replica: each seed its own batches and augmentation (as separate runs; IMP,
+    # WR and LRR of a seed share warm-up and level 0); shared: all replicas see the
+    # batches of `seed` (one batch per step, cheaper; error bands come out narrower).
+    c.data_order = "per_replica"
+    # Replicas trained together: 0 = all in one program; k = groups of k, one after
+    # another with the same program (for devices where K vmapped replicas are slow).
+    c.replica_batch = 0
     # Sign perturbation: every `perturb_every` epochs of a level, flip each unpruned
     # weight's sign with probability p. Comma-separated list: one replica group per p.
     c.perturb_probs = "0"
@@ -85,11 +91,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sign_source = ""  # take signs from the source's weights that start level k
     # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
     c.sign_transfer = ""
-
-    # Linear mode connectivity (experiment = 'lmc'): two checkpoints, 'RUN_DIR:LEVEL'.
-    c.lmc_a = ""
-    c.lmc_b = ""
-    c.lmc_points = 11
+    # A source run of other seeds combines one init's magnitudes with another's signs
+    # or masks: refused unless this is set.
+    c.allow_source_seed_mismatch = False
 
     # Execution.
     c.parallel = "pmap"  # pmap | shard_map
@@ -132,27 +136,29 @@ def validate(config) -> None:
              f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
     if config.experiment == "single_neuron":
         return
+    from lrr_jax import data, models, pruning, replicas, rewind, signs  # the registries
+
     if config.experiment == "lmc":
-        _require(bool(config.lmc_a) and bool(config.lmc_b), "lmc_a",
+        _require(bool(config.get("lmc_a")) and bool(config.get("lmc_b")), "lmc_a",
                  "experiment 'lmc' needs --config.lmc_a and --config.lmc_b as RUN_DIR:LEVEL")
-    _require(config.method in METHODS, "method",
-             f"unknown method {config.method!r}; expected one of {METHODS}")
+    _require(config.method in rewind.METHODS, "method",
+             f"unknown method {config.method!r}; expected one of {rewind.METHODS}")
     methods = methods_of(config)
     for m in methods:
-        _require(m in METHODS, "methods" if config.methods else "method",
-                 f"unknown method {m!r}; expected one of {METHODS}")
+        _require(m in rewind.METHODS, "methods" if config.methods else "method",
+                 f"unknown method {m!r}; expected one of {rewind.METHODS}")
     _require(len(set(methods)) == len(methods), "methods", "a method is listed twice")
-    _require(config.dataset in DATASETS, "dataset",
-             f"unknown dataset {config.dataset!r}; expected one of {DATASETS}")
-    _require(config.model in MODELS, "model",
-             f"unknown model {config.model!r}; expected one of {MODELS}")
+    _require(config.dataset in data.DATASETS, "dataset",
+             f"unknown dataset {config.dataset!r}; expected one of {data.DATASETS}")
+    _require(config.model in models.MODELS, "model",
+             f"unknown model {config.model!r}; expected one of {models.MODELS}")
     _require(config.dtype in ("float32", "bfloat16"), "dtype",
              f"unknown dtype {config.dtype!r}; expected float32 or bfloat16")
     _require(0.0 < config.prune_fraction < 1.0, "prune_fraction",
              f"must be in (0, 1), got {config.prune_fraction}")
     _require(int(config.levels) >= 1, "levels", f"must be >= 1, got {config.levels}")
-    _require(config.pruning in ALLOCATIONS, "pruning",
-             f"unknown allocation {config.pruning!r}; expected one of {ALLOCATIONS}")
+    _require(config.pruning in pruning.ALLOCATIONS, "pruning",
+             f"unknown allocation {config.pruning!r}; expected one of {pruning.ALLOCATIONS}")
     _require(int(config.epochs_per_level) >= 1, "epochs_per_level",
              f"must be >= 1, got {config.epochs_per_level}")
     _require(int(config.warmup_epochs) >= 0, "warmup_epochs",
@@ -160,7 +166,7 @@ def validate(config) -> None:
     # The rewind epoch: WR (and LRR's BN rewind) rewind to the end of the warm-up,
     # epoch `warmup_epochs` of the dense training, which must lie within a level
     # (paper: 10 of 150). IMP and LRR do not rewind there, so it is not checked for them.
-    rewinders = [m for m in methods if m in ("wr", "lrr_bn_rewind")]
+    rewinders = [m for m in methods if m in rewind.NEEDS_POINT]
     _require(not rewinders or int(config.warmup_epochs) <= int(config.epochs_per_level),
              "warmup_epochs", f"{rewinders[0] if rewinders else ''} rewinds to the end of the "
              f"{config.warmup_epochs}-epoch warm-up, beyond the {config.epochs_per_level} "
@@ -192,8 +198,13 @@ def validate(config) -> None:
              f"must be True or False, got {config.shard_train_data!r}")
     _require(int(config.checkpoint_every_epochs) >= 0, "checkpoint_every_epochs", "must be >= 0")
     _require(int(config.eval_every_epochs) >= 1, "eval_every_epochs", "must be >= 1")
-    _require(config.sign_transfer in SIGN_TRANSFERS, "sign_transfer",
-             f"unknown sign transfer {config.sign_transfer!r}; expected one of {SIGN_TRANSFERS}")
+    _require(config.sign_transfer in signs.SIGN_TRANSFERS, "sign_transfer",
+             f"unknown sign transfer {config.sign_transfer!r}; expected one of "
+             f"{signs.SIGN_TRANSFERS}")
+    _require(config.data_order in replicas.DATA_ORDERS, "data_order",
+             f"unknown data order {config.data_order!r}; expected one of {replicas.DATA_ORDERS}")
+    _require(int(config.replica_batch) >= 0, "replica_batch",
+             f"must be >= 0 (0 = all replicas together), got {config.replica_batch}")
     _require(config.sign_transfer != "source_signs" or bool(config.sign_source), "sign_source",
              "sign_transfer 'source_signs' needs --config.sign_source=RUN_DIR")
     _require(config.model != "mlp" or config.dataset in ("mnist1d", "digits"), "model",

@@ -33,7 +33,7 @@ import os
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, driver, masks, parallel, signs, train
+from lrr_jax import checkpoints, config_base, engine, masks, parallel, signs, train
 from lrr_jax.errors import ConfigError
 
 # Fields that decide the parameter shapes and the test set: must agree with this config.
@@ -70,7 +70,7 @@ def _run_config(key: str, run_dir: str, config) -> dict:
 def run(config, workdir: str) -> dict:
     refs = {key: parse_ref(key, config[key]) for key in ("lmc_a", "lmc_b")}
     run_configs = {key: _run_config(key, run_dir, config) for key, (run_dir, _) in refs.items()}
-    setup = driver.make_setup(config)
+    setup = engine.make(config)
     ds, model = setup.dataset, setup.model
     sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
     init = train.replica_initializer(model, config, sample)
@@ -112,6 +112,6 @@ def run(config, workdir: str) -> dict:
               "sign_flip_frac": sum(f for f, _ in per_layer.values()) / max(compared, 1),
               "sign_flips_per_layer": {k: [f, n] for k, (f, n) in per_layer.items()}}
     os.makedirs(workdir, exist_ok=True)
-    driver.write_atomic(os.path.join(workdir, "lmc.json"), json.dumps(result, indent=2))
+    workdir.write_atomic(os.path.join(workdir, "lmc.json"), json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "sign_flips_per_layer"}))
     return result

@@ -6,7 +6,7 @@ After `initialize`, `jax.devices()` lists every process's devices,
 process loads the whole dataset and takes its devices' slices of each global
 batch, and only process 0 writes: checkpoints (through orbax, each process
 configured as its own primary so no cross-process barrier is involved),
-results.csv, TensorBoard (see `driver`, `checkpoints`). Every process restores
+results.csv, TensorBoard (see `levels`, `checkpoints`). Every process restores
 the same committed checkpoints when it resumes, so `--workdir` must be one
 directory that every host sees (NFS/Filestore, or a gcsfuse mount of a
 bucket); `check_shared_dir` verifies that at start.

@@ -5,7 +5,7 @@ When the run reaches a listed point the action happens at once:
 
 - `in_epoch:LEVEL:EPOCH`: right after the epoch is dispatched, while it runs
   (JAX dispatches asynchronously); level -1 is the warm-up.
-- `after_prune:LEVEL`: in `driver.level_start`, the new mask exists, the
+- `after_prune:LEVEL`: in `levels.start_level`, the new mask exists, the
   rewind has not happened.
 - `during_save:NAME`: in `checkpoints.Store.save`, the checkpoint's data is in
   the temporary directory, not committed.

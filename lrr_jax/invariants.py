@@ -1,7 +1,7 @@
 """Run-time invariants of the level loop; a violation stops the run (`main` exits 4).
 
-Checked by the driver (all on the host, cheap next to a level's training):
-- at the end of each level (`driver.MethodRun.check_invariants`): the number
+Checked by the level loop (`levels`; all on the host, cheap next to a level's training):
+- at the end of each level (`check_level`): the number
   of unpruned weights is exactly `masks.scheduled_count` (without a mask
   source), the mask only shrank since the previous level, and it did not
   change during training;
@@ -12,7 +12,7 @@ Checked by the driver (all on the host, cheap next to a level's training):
   `tests/test_train.py` checks that);
 - right after each rewind, `check_rewind`: the rewound parts equal their
   rewind point and the kept parts equal the finished level's, per method
-  (the table in `rewind.py`), and the step is 0.
+  (`rewind.table`, the one place that defines it), and the step is 0.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _first_difference(a, b) -> str | None:
     """Name of the first leaf where pytrees `a` and `b` differ (structure or values), or None."""
     la = jax.tree_util.tree_flatten_with_path(a)[0]
     lb = jax.tree.leaves(b)
-    if len(la) != len(lb):
+    if len(la) != len(lb) or jax.tree.structure(a) != jax.tree.structure(b):
         return f"structure ({len(la)} vs {len(lb)} leaves)"
     for (path, x), y in zip(la, lb):
         if not np.array_equal(np.asarray(x), np.asarray(y)):
@@ -48,42 +48,59 @@ def _require_equal(what: str, a, b, level: int, method: str) -> None:
 
 def check_rewind(method: str, state, *, level: int, prev, init, point, new_mask,
                  reset_momentum: bool = False, rewind_batch_stats: bool = False) -> None:
-    """The start-of-level state right after `rewind.for_method`, against the method's table.
+    """The start-of-level state right after `rewind.for_method`, against `rewind.table`.
 
     `prev` is the finished level's state (old mask), `init` theta_0's state,
-    `point` the warm-up state, `new_mask` the mask just pruned.
+    `point` the warm-up state, `new_mask` the mask just pruned. Sign transfers
+    come after this check (they change the weights on purpose).
     """
     if np.any(np.asarray(state.step) != 0):
         raise InvariantViolation(f"{method} level {level}: the step is {state.step} after the "
                                  "rewind, not 0 (the learning-rate schedule did not restart)")
     _require_equal("the mask", state.mask, new_mask, level, method)
-    if method in ("imp", "wr"):
-        target = init if method == "imp" else point
-        name = "theta_0" if method == "imp" else "the rewind point"
-        _require_equal(f"the weights and {name}'s", state.params, target.params, level, method)
-        _require_equal(f"the optimizer state and {name}'s", state.opt_state,
-                       target.opt_state, level, method)
-        stats = target.batch_stats if rewind_batch_stats else prev.batch_stats
-        _require_equal("the BatchNorm statistics", state.batch_stats, stats, level, method)
-    elif method == "lrr":
-        _require_equal("the weights and the finished level's", state.params, prev.params,
-                       level, method)
-        opt = (jax.tree.map(np.zeros_like, prev.opt_state) if reset_momentum
-               else prev.opt_state)
-        _require_equal("the optimizer state", state.opt_state, opt, level, method)
-        _require_equal("the BatchNorm statistics", state.batch_stats, prev.batch_stats,
-                       level, method)
-    elif method == "lrr_bn_rewind":
-        bn = rewind.is_batchnorm_param(prev.params, prev.batch_stats)
-        params = jax.tree.map(lambda f, p, q: q if f else p, bn, prev.params, point.params)
-        _require_equal("the weights (BN from the rewind point, others kept)", state.params,
-                       params, level, method)
-        _require_equal("the BatchNorm statistics and the rewind point's", state.batch_stats,
-                       point.batch_stats, level, method)
-        _require_equal("the optimizer state and the rewind point's", state.opt_state,
-                       point.opt_state, level, method)
-    else:
-        raise InvariantViolation(f"unknown method {method!r}")
+    row = rewind.table(method, reset_momentum=reset_momentum,
+                       rewind_batch_stats=rewind_batch_stats)
+    sources = {"finished": prev, "init": init, "point": point}
+
+    def part(name, getter):
+        source = row[name]
+        if source == "zeros":
+            return jax.tree.map(np.zeros_like, getter(prev))
+        return getter(sources[source])
+
+    bn = rewind.is_batchnorm_param(prev.params, prev.batch_stats)
+    weights, bn_params = part("weights", lambda s: s.params), part("bn_params", lambda s: s.params)
+    params = jax.tree.map(lambda f, w, b: b if f else w, bn, weights, bn_params)
+    _require_equal(f"the weights ({row['weights']}; BN scale/bias {row['bn_params']})",
+                   state.params, params, level, method)
+    _require_equal(f"the BatchNorm statistics ({row['batch_stats']})", state.batch_stats,
+                   part("batch_stats", lambda s: s.batch_stats), level, method)
+    _require_equal(f"the optimizer state ({row['opt_state']})", state.opt_state,
+                   part("opt_state", lambda s: s.opt_state), level, method)
+
+
+def check_level(level: int, names: list[str], state, start, prev_mask,
+                expected: list[int | None]) -> None:
+    """Cheap end-of-level checks on K stacked replicas; a violation stops the run.
+
+    `names[r]` labels replica r in messages; `expected[r]` is the number of
+    unpruned weights its pruning rule planned (None: a transferred mask);
+    `prev_mask` is the previous level's mask (None at level 0).
+    """
+    for r, name in enumerate(names):
+        mask = jax.tree.map(lambda a: a[r], state.mask)
+        kept, _ = masks.count(mask)
+        if expected[r] is not None and kept != expected[r]:
+            raise InvariantViolation(
+                f"level {level} {name}: {kept} unpruned weights, planned {expected[r]}")
+        if prev_mask is not None and expected[r] is not None:
+            grew = any(np.any((np.asarray(m) > 0) & (np.asarray(p)[r] == 0)) for m, p in zip(
+                jax.tree.leaves(mask), jax.tree.leaves(prev_mask)))
+            if grew:
+                raise InvariantViolation(f"level {level} {name}: the mask grew")
+    for a, b in zip(jax.tree.leaves(state.mask), jax.tree.leaves(start.mask), strict=True):
+        if not np.array_equal(a, b):
+            raise InvariantViolation(f"level {level}: the mask changed during training")
 
 
 def randomize_pruned(state, seed: int):

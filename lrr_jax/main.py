@@ -31,7 +31,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrr_jax import distributed, driver, invariants, preemption
+from lrr_jax import campaign, distributed, epochs, invariants, preemption
 from lrr_jax.errors import ConfigError
 
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results and logs.")
@@ -67,8 +67,8 @@ def main(argv):
         # (its preemption notifier), which would otherwise replace ours.
         if config.experiment == "prune":  # the level loop checks the flag; others run through
             preemption.install()
-        driver.run(config, FLAGS.value)
-    except (ConfigError, driver.TrainingDiverged, invariants.InvariantViolation,
+        campaign.run(config, FLAGS.value)
+    except (ConfigError, epochs.TrainingDiverged, invariants.InvariantViolation,
             preemption.Preempted) as e:
         if verbose:
             raise
@@ -81,7 +81,7 @@ def _report(e: Exception) -> tuple[str, int]:
     """The one line and the exit status for an expected way of stopping."""
     if isinstance(e, ConfigError):
         return f"error: {_one_line(e)}", EXIT_BAD_INPUT
-    if isinstance(e, driver.TrainingDiverged):
+    if isinstance(e, epochs.TrainingDiverged):
         return f"error: diverged: {_one_line(e)}", EXIT_DIVERGED
     if isinstance(e, invariants.InvariantViolation):
         return (f"error: invariant violated: {_one_line(e)} (a bug: please report it with the "

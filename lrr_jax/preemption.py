@@ -1,7 +1,7 @@
 """SIGTERM (the preemption notice of TPU VMs, Slurm, Kubernetes): save, then exit cleanly.
 
 `install()` (called by `main`) makes the first SIGTERM only set a flag. The
-driver looks at it after every epoch: during a level it writes a mid-level
+the epoch loop (`epochs`) looks at it after every epoch: during a level it writes a mid-level
 checkpoint at once (whatever `checkpoint_every_epochs` says) and raises
 `Preempted`; during the warm-up it raises without saving (the warm-up is
 restarted on resume); after a level's final checkpoint it raises before the

@@ -1,29 +1,40 @@
 """State surgery between levels: the only place that resets params, batch_stats, opt_state or step.
 
-The driver prunes first (a new mask) and then calls the rewind of its method
-on the finished level's state. Every mode leaves the mask alone and sets the
-step to 0, which restarts the learning-rate schedule.
+The level loop prunes first (a new mask) and then calls the rewind of the
+replica's method on the finished level's state. Every mode leaves the mask
+alone and sets the step to 0, which restarts the learning-rate schedule.
 
-| method | weights | BN running stats | optimizer state |
-|---|---|---|---|
-| imp | theta_0 (kernels, biases, BN scale/bias) | kept (paper code) | theta_0's |
-| wr | the rewind point (after warm-up) | kept | the rewind point's |
-| lrr | kept | kept | kept (momentum carries over), or reset |
-| lrr_bn_rewind | kept, BN scale/bias from the rewind point | rewind point's | rewind point's |
+`TABLE` says, per method, where each part of the start-of-level state comes
+from: 'finished' (the level just trained, kept), 'init' (theta_0), 'point'
+(the rewind point: the end of the warm-up) or 'zeros'. It is the paper
+code's table (PAPER.md, "Methods"); `invariants.check_rewind` checks every
+rewind against it and `tests/test_rewind.py` writes it out again by hand.
+
+| method | kernels (and biases) | BN scale/bias | BN running stats | optimizer state |
+|---|---|---|---|---|
+| imp | theta_0 | theta_0 | kept (paper code) | theta_0's |
+| wr | the rewind point | the rewind point | kept | the rewind point's |
+| lrr | kept | kept | kept | kept (momentum carries over), or zeros |
+| lrr_bn_rewind | kept | the rewind point | the rewind point's | the rewind point's |
 
 `rewind_batch_stats=True` also resets BN running stats for imp/wr.
+
+To add a mode: write its function here, register it in `MODES` and its row
+in `TABLE`, and add its test to tests/test_rewind.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
 from lrr_jax import masks
 
-METHODS = ("imp", "wr", "lrr", "lrr_bn_rewind")
 PyTree = Any
+PARTS = ("weights", "bn_params", "batch_stats", "opt_state")
+SOURCES = ("finished", "init", "point", "zeros")
 
 
 def _restart(state):
@@ -38,11 +49,25 @@ def rewind_weights(state, point, *, rewind_batch_stats: bool = False):
     return _restart(state)
 
 
-def learning_rate_rewind(state, *, reset_momentum: bool = False, point=None):
+def rewind_to_init(state, *, init, point, reset_momentum=False, rewind_batch_stats=False):
+    """IMP: the surviving weights go back to theta_0."""
+    del point, reset_momentum
+    return rewind_weights(state, init, rewind_batch_stats=rewind_batch_stats)
+
+
+def weight_rewind(state, *, init, point, reset_momentum=False, rewind_batch_stats=False):
+    """WR: the surviving weights go back to the end of the warm-up."""
+    del init, reset_momentum
+    return rewind_weights(state, point, rewind_batch_stats=rewind_batch_stats)
+
+
+def learning_rate_rewind(state, *, init=None, point=None, reset_momentum: bool = False,
+                         rewind_batch_stats=False):
     """LRR: keep the trained weights; only the learning-rate schedule restarts.
 
     With `reset_momentum`, the optimizer state becomes zeros.
     """
+    del init, point, rewind_batch_stats
     if reset_momentum:
         state = state.replace(opt_state=jax.tree.map(jax.numpy.zeros_like, state.opt_state))
     return _restart(state)
@@ -59,12 +84,50 @@ def is_batchnorm_param(params: PyTree, batch_stats: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(flag, params)
 
 
-def learning_rate_rewind_bn(state, point):
+def learning_rate_rewind_bn(state, *, init=None, point, reset_momentum=False,
+                            rewind_batch_stats=False):
     """LRR with BN rewind: weights kept; BN scale/bias, running stats and optimizer rewound."""
+    del init, reset_momentum, rewind_batch_stats
     flags = is_batchnorm_param(state.params, state.batch_stats)
     params = jax.tree.map(lambda f, p, q: q if f else p, flags, state.params, point.params)
     return _restart(state.replace(params=params, batch_stats=point.batch_stats,
                                   opt_state=point.opt_state))
+
+
+# The registry: method name -> its rewind. Validation checks membership here.
+MODES: dict[str, Callable] = {
+    "imp": rewind_to_init,
+    "wr": weight_rewind,
+    "lrr": learning_rate_rewind,
+    "lrr_bn_rewind": learning_rate_rewind_bn,
+}
+METHODS = tuple(MODES)
+# Methods that rewind to the end of the warm-up (so it must lie within a level).
+NEEDS_POINT = ("wr", "lrr_bn_rewind")
+
+
+def table(method: str, *, reset_momentum: bool = False,
+          rewind_batch_stats: bool = False) -> dict[str, str]:
+    """Where each of `PARTS` of the start-of-level state comes from, for `method`."""
+    rows = {
+        "imp": {"weights": "init", "bn_params": "init", "batch_stats": "finished",
+                "opt_state": "init"},
+        "wr": {"weights": "point", "bn_params": "point", "batch_stats": "finished",
+               "opt_state": "point"},
+        "lrr": {"weights": "finished", "bn_params": "finished", "batch_stats": "finished",
+                "opt_state": "finished"},
+        "lrr_bn_rewind": {"weights": "finished", "bn_params": "point", "batch_stats": "point",
+                          "opt_state": "point"},
+    }
+    row = dict(rows[method])
+    if rewind_batch_stats and method in ("imp", "wr"):
+        row["batch_stats"] = row["weights"]
+    if reset_momentum and method == "lrr":
+        row["opt_state"] = "zeros"
+    return row
+
+
+TABLE = {m: table(m) for m in METHODS}
 
 
 def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
@@ -79,12 +142,7 @@ def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
       reset_momentum: LRR only: zero the optimizer state.
       rewind_batch_stats: IMP/WR only: also reset BN running stats.
     """
-    if method == "imp":
-        return rewind_weights(state, init, rewind_batch_stats=rewind_batch_stats)
-    if method == "wr":
-        return rewind_weights(state, point, rewind_batch_stats=rewind_batch_stats)
-    if method == "lrr":
-        return learning_rate_rewind(state, reset_momentum=reset_momentum)
-    if method == "lrr_bn_rewind":
-        return learning_rate_rewind_bn(state, point)
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method not in MODES:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return MODES[method](state, init=init, point=point, reset_momentum=reset_momentum,
+                         rewind_batch_stats=rewind_batch_stats)

@@ -75,7 +75,7 @@ def transfer(mode: str, params: PyTree, init_params: PyTree, source_params: PyTr
       init_params: theta_0.
       source_params: the weights whose signs are taken (modes 'source_signs',
         'own_signs', 'shuffled_init_magnitudes'): another run's, or this run's
-        trained weights before the rewind (the driver passes those for
+        trained weights before the rewind (the level loop passes those for
         'own_signs' and 'shuffled_init_magnitudes' without a sign source, since
         after an IMP rewind `params` carry the init signs). None: `params`.
       mask: the level's mask; only unpruned prunable weights change.

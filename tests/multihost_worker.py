@@ -7,7 +7,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts. With
 NUM_PROCESSES > 1 it joins the others through `lrr_jax.distributed` (gloo CPU
 collectives on localhost). Prints one JSON line: the device counts this
 process sees, the loss trajectories of a small ResNet (2 vmapped replicas,
-both backends) and the result rows of a full `driver.run` of a tiny MLP
+both backends) and the result rows of a full `campaign.run` of a tiny MLP
 campaign in WORKDIR.
 """
 
@@ -27,7 +27,7 @@ def main():
     import jax
     import numpy as np
 
-    from lrr_jax import config_base, driver, parallel
+    from lrr_jax import campaign, config_base, engine, parallel
     from lrr_jax import train as lrr_train
 
     class TinyConvNet(nn.Module):
@@ -79,7 +79,7 @@ def main():
     c.checkpoint_every_epochs, c.progress, c.tensorboard = 1, False, True
     c.parallel = "shard_map"
     t0 = time.time()
-    results = driver.run(c, workdir)
+    results = campaign.run(c, workdir)
     out["seconds"]["driver"] = round(time.time() - t0, 1)
     out["rows"] = {m: [{k: r[k] for k in ("level", "replica", "density", "test_acc",
                                           "train_loss")} for r in rows]
@@ -88,13 +88,13 @@ def main():
 
     # The same campaign with each device holding only its shard of the data.
     c.shard_train_data, c.methods, c.tensorboard = True, "lrr", False
-    setup = driver.make_setup(c)
+    setup = engine.make(c)
     x = setup.placed["train_x"]
     out["sharded_local_examples"] = sum(s.data.shape[0] * s.data.shape[1]
                                         for s in x.addressable_shards)
     out["sharded_global_shape"] = list(x.shape)
     t0 = time.time()
-    results = driver.run(c, os.path.join(workdir, "sharded"))
+    results = campaign.run(c, os.path.join(workdir, "sharded"))
     out["seconds"]["sharded"] = round(time.time() - t0, 1)
     out["sharded_rows"] = [{k: r[k] for k in ("level", "replica", "density", "test_acc",
                                              "train_loss")} for r in results["lrr"]]

@@ -1,4 +1,4 @@
-"""Run the level driver in-process under several backends / device counts (one JAX start).
+"""Run the level loop in-process under several backends / device counts (one JAX start).
 
 Started by tests/test_reliability.py in a subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=8 set before JAX starts:
@@ -13,7 +13,7 @@ run that raises leaves WORKDIR/NAME.error (its exception) and the others go on.
 import os
 import sys
 
-from lrr_jax import driver
+from lrr_jax import campaign
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "configs"))
@@ -38,7 +38,7 @@ if __name__ == "__main__":
         name, _, rest = spec.partition("=")
         parallel, devices = rest.split(":")
         try:
-            driver.run(tiny_config(parallel, int(devices)), os.path.join(root, name))
+            campaign.run(tiny_config(parallel, int(devices)), os.path.join(root, name))
         except Exception as e:  # noqa: BLE001 - recorded for the test to report
             with open(os.path.join(root, f"{name}.error"), "w") as f:
                 f.write(f"{type(e).__name__}: {e}")

@@ -73,7 +73,7 @@ def test_load_level(three_methods):
     # Replica 1 is another seed.
     other = lrr_jax.load_level(str(workdir / "imp"), "init", replica=1)
     assert not np.array_equal(other["params"]["fc"]["kernel"], init["params"]["fc"]["kernel"])
-    with pytest.raises(lrr_jax.driver.ConfigError):
+    with pytest.raises(lrr_jax.errors.ConfigError):
         lrr_jax.load_level(str(workdir / "imp"), 7)
 
 

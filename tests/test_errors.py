@@ -2,7 +2,7 @@
 
 A representative few go through `python -m lrr_jax.main` in a subprocess (the
 exact stderr and status users see); the rest call `config_base.validate` and
-`driver.check_sources` in-process, which `driver.run` calls before loading data
+`workdir.check_sources` in-process, which `campaign.run` calls before loading data
 or compiling anything. RELIABILITY.md lists every message.
 """
 
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lrr_jax import config_base, driver
+from lrr_jax import config_base, workdir
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +102,7 @@ def test_validate_accepts(overrides):
 def test_missing_transfer_source(tmp_path):
     c = quick(mask_source=str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=r"^mask_source: .*nowhere is not a run directory"):
-        driver.check_sources(c, ["lrr"])
+        workdir.check_sources(c, ["lrr"])
 
 
 def test_transfer_source_of_another_shape(tmp_path):
@@ -111,12 +111,12 @@ def test_transfer_source_of_another_shape(tmp_path):
     (source / "config.json").write_text(quick(mlp_hidden=(128, 128)).to_json())
     c = quick(mask_source=str(source))
     with pytest.raises(ConfigError) as e:
-        driver.check_sources(c, ["lrr"])
+        workdir.check_sources(c, ["lrr"])
     assert str(e.value) == (f"mask_source: {source} was run with mlp_hidden=[128, 128], this "
                             "run uses (256, 256)")
     (source / "config.json").write_text(quick(width=0.5).to_json())
     with pytest.raises(ConfigError, match="was run with width=0.5"):
-        driver.check_sources(c, ["lrr"])
+        workdir.check_sources(c, ["lrr"])
 
 
 def test_transfer_source_without_enough_levels(tmp_path):
@@ -124,7 +124,7 @@ def test_transfer_source_without_enough_levels(tmp_path):
     source.mkdir()
     (source / "config.json").write_text(quick().to_json())
     with pytest.raises(ConfigError, match="has 0 finished levels, this run needs 15"):
-        driver.check_sources(quick(mask_source=str(source)), ["lrr"])
+        workdir.check_sources(quick(mask_source=str(source)), ["lrr"])
 
 
 # ---- through main, in a subprocess ------------------------------------------------------------

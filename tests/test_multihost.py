@@ -7,7 +7,7 @@ localhost), like hosts of a TPU pod slice or GPU nodes. Checked:
 * every process sees 8 devices, 4 of them local, and both train in lockstep
   (identical losses) with the result of 1 process x 8 devices, for the pmap
   and shard_map backends, with BatchNorm statistics averaged across processes;
-* a full `driver.run` (2 methods, 2 levels, 2 replicas, warm-up, mid-level
+* a full `campaign.run` (2 methods, 2 levels, 2 replicas, warm-up, mid-level
   saves) gives the same result rows on both processes and as 1 process x 8
   devices; only process 0 writes results.csv and TensorBoard; the
   checkpoints process 0 commits are restored by both on a second run;

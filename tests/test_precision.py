@@ -19,7 +19,7 @@ arithmetic changes. bfloat16 keeps 8 significant bits (relative rounding
   gradients vs lax's) already differ by 0.13 in one epoch's loss (0.370 vs
   0.497 in epoch 6 of this run's float32 half, measured once with
   LRR_JAX_CPU_CONV=lax against the default);
-* a short LRR campaign through `driver.run` (2 prune levels): identical
+* a short LRR campaign through `campaign.run` (2 prune levels): identical
   densities, test accuracy within 1 point and train loss within 5% relative
   at every level, and at least 99% of the final mask shared.
 
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrr_jax import config_base, driver, masks, models, parallel, train
+from lrr_jax import campaign, config_base, masks, workdir, models, parallel, train
 
 SIZE = 16  # image side: the CIFAR ResNet is fully convolutional
 
@@ -125,15 +125,15 @@ def _campaign(dtype, workdir):
     c.levels, c.epochs_per_level, c.warmup_epochs = 3, 4, 1
     c.batch_size, c.eval_batch_size, c.num_replicas = 64, 100, 1
     c.progress, c.tensorboard, c.checkpoint_every_epochs = False, False, 0
-    return driver.run(c, workdir)["lrr"]
+    return campaign.run(c, workdir)["lrr"]
 
 
 @pytest.mark.slow
 def test_short_campaign_bfloat16_matches_float32():
     with tempfile.TemporaryDirectory() as d32, tempfile.TemporaryDirectory() as d16:
         r32, r16 = _campaign("float32", d32), _campaign("bfloat16", d16)
-        m32 = driver.load_level(f"{d32}/lrr", 2)["mask"]
-        m16 = driver.load_level(f"{d16}/lrr", 2)["mask"]
+        m32 = workdir.load_level(f"{d32}/lrr", 2)["mask"]
+        m16 = workdir.load_level(f"{d16}/lrr", 2)["mask"]
     assert [r["level"] for r in r32] == [r["level"] for r in r16] == [0, 1, 2]
     for a, b in zip(r32, r16):
         assert a["density"] == b["density"]

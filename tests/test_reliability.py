@@ -20,7 +20,16 @@ import jax
 import numpy as np
 import pytest
 
-from lrr_jax import checkpoints, driver, invariants, main, preemption, runlock
+from lrr_jax import (
+    checkpoints,
+    engine,
+    epochs,
+    invariants,
+    main,
+    preemption,
+    runlock,
+    workdir,
+)
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +87,7 @@ def assert_same_run(a, b):
     names = committed(a)
     assert names == committed(b)
     for name in names:
-        x, y = driver.load_level(str(a), name), driver.load_level(str(b), name)
+        x, y = workdir.load_level(str(a), name), workdir.load_level(str(b), name)
         for key in ("params", "batch_stats", "mask", "opt_state"):
             lx, ly = jax.tree.leaves(x.get(key)), jax.tree.leaves(y.get(key))
             assert len(lx) == len(ly)
@@ -190,7 +199,7 @@ def test_second_process_on_a_workdir_is_refused(tmp_path, jax_cache):
 def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, jax_cache):
     run_dir = tmp_path / "lrr"
     run_dir.mkdir()
-    other = driver._for_method(_quick_config(lr=0.5, seed=3, levels=7, progress=True), "lrr")
+    other = workdir.method_config(_quick_config(lr=0.5, seed=3, levels=7, progress=True), "lrr")
     (run_dir / "config.json").write_text(other.to_json())
     (run_dir / "results.csv").write_text("old\n")
     out = run_main(tmp_path, jax_cache=jax_cache)
@@ -200,9 +209,9 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, jax_cac
                     "lr (0.5 -> 0.1), seed (3 -> 0); use another --workdir or "
                     "--config.overwrite=True")  # levels and progress may differ on resume
     assert (run_dir / "results.csv").read_text() == "old\n"  # untouched
-    # With overwrite the old outputs are cleared (by driver.run, once every check passed).
-    config = driver._for_method(_quick_config(overwrite=True), "lrr")
-    assert driver.check_workdir(config, str(run_dir)) is True
+    # With overwrite the old outputs are cleared (by campaign.run, once every check passed).
+    config = workdir.method_config(_quick_config(overwrite=True), "lrr")
+    assert workdir.check_workdir(config, str(run_dir)) is True
     assert checkpoints.clear_run(str(run_dir)) == ["results.csv", "config.json"]
 
 
@@ -306,14 +315,13 @@ def test_preemption_flag_and_check():
 # ---- invariants, in-process -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A MethodRun on a tiny MLP (no training): real states to check invariants on."""
+    """An engine for a tiny MLP (no training): real states to check invariants on."""
     from lrr_jax import train
 
     c = _quick_config(mlp_hidden=(16, 16), train_limit=400, test_limit=200, batch_size=100)
-    c = driver._for_method(c, "lrr")
-    setup = driver.make_setup(c)
-    run = driver.MethodRun(setup, "lrr", str(tmp_path_factory.mktemp("tiny")))
-    init = train.create_replicas(setup.model, c, [0], np.zeros((1, 40), np.float32))
+    c = workdir.method_config(c, "lrr")
+    run = engine.make(c)
+    init = train.create_replicas(run.model, c, [0], np.zeros((1, 40), np.float32))
     return run, jax.tree.map(np.asarray, init)
 
 
@@ -351,7 +359,7 @@ def test_pruned_weights_inert_invariant(tiny_run):
     state = _pruned(init)
 
     def evaluate(s):
-        return run.evaluate(run.setup.backend.put(s))
+        return run.evaluate(s)
 
     invariants.check_pruned_inert(1, "lrr", state, evaluate)  # the real program: inert
 
@@ -431,8 +439,8 @@ def _rows(root, name):
 
 
 def _mask_agreement(a, b, level):
-    x = driver.load_level(str(a), level)["mask"]
-    y = driver.load_level(str(b), level)["mask"]
+    x = workdir.load_level(str(a), level)["mask"]
+    y = workdir.load_level(str(b), level)["mask"]
     same = sum(int(np.sum(u == v)) for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
     return same / sum(u.size for u in jax.tree.leaves(x))
 
@@ -471,6 +479,6 @@ def test_shard_map_matches_pmap_one_and_eight_devices(equivalence_runs):
 def test_invariant_violation_exit_status():
     message, status = main._report(invariants.InvariantViolation("level 1: the mask grew"))
     assert status == main.EXIT_INVARIANT and "invariant violated: level 1" in message
-    message, status = main._report(driver.TrainingDiverged("nan"))
+    message, status = main._report(epochs.TrainingDiverged("nan"))
     assert status == main.EXIT_DIVERGED
     assert json.dumps(message)  # one plain line

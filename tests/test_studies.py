@@ -2,9 +2,9 @@
 
 Masks and signs transferred between runs, iterative random masks, the vmapped
 sign perturbation study, linear mode connectivity, and the errors for a
-missing or incompatible source. Every run goes through `driver.run` (what
+missing or incompatible source. Every run goes through `campaign.run` (what
 `python -m lrr_jax.main` calls) with a config from `configs/` plus tiny-size
-overrides; checks read the run directories back (`driver.load_level`, results.csv).
+overrides; checks read the run directories back (`workdir.load_level`, results.csv).
 """
 
 from __future__ import annotations
@@ -18,7 +18,17 @@ import jax
 import numpy as np
 import pytest
 
-from lrr_jax import checkpoints, config_base, driver, masks, pruning, train
+from lrr_jax import (
+    campaign,
+    checkpoints,
+    config_base,
+    engine,
+    levels,
+    masks,
+    pruning,
+    replicas,
+    workdir,
+)
 from lrr_jax.errors import ConfigError
 from lrr_jax.reporting import summary
 
@@ -69,19 +79,26 @@ def root(tmp_path_factory):
 def base(root):
     """IMP and LRR on tiny mnist1d: the sources of every transfer."""
     c = tiny(quickstart.get_config(), methods="imp,lrr")
-    driver.run(c, str(root / "base"))
+    campaign.run(c, str(root / "base"))
     return {"imp": str(root / "base" / "imp"), "lrr": str(root / "base" / "lrr")}
 
 
 def engine_for(config, method, run_dir):
-    """A MethodRun over an existing run directory, to replay its level_start."""
+    """A Campaign over an existing run directory, to replay its start_level."""
     config_base.validate(config)
-    setup = driver.make_setup(config)
-    run = driver.MethodRun(setup, method, run_dir)
-    sample = np.zeros((1, *setup.dataset.train_x.shape[1:]), np.float32)
-    like = train.replica_initializer(setup.model, config, sample)([0])
-    run._init_like = jax.tree.map(np.asarray, like)
-    return run, run._init_like
+    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
+                        {method: checkpoints.Store(run_dir)})
+    return c, c.engine.init_states([r.seed for r in c.reps])
+
+
+def store_of(run):
+    (store,) = run.stores.values()
+    return store
+
+
+def start_of(run, level, prev, init, point):
+    """The start of `level` for every replica of `run`, as the level loop makes it."""
+    return levels.start_level(run, level, list(range(len(run.reps))), prev, init, point)
 
 
 # ---- configs -------------------------------------------------------------------------------
@@ -110,7 +127,7 @@ def test_every_study_config_validates():
 def test_transfer_config_without_source_stops_before_training(tmp_path):
     c = tiny(transfer.get_config("wr_lrr_mask"))
     with pytest.raises(ConfigError) as e:
-        driver.run(c, str(tmp_path / "w"))
+        campaign.run(c, str(tmp_path / "w"))
     assert e.value.key == "mask_source"
     assert "set --config.mask_source to the run directory of a LRR run" in str(e.value)
     assert not os.path.exists(tmp_path / "w" / "checkpoints")
@@ -120,9 +137,9 @@ def test_transfer_config_without_source_stops_before_training(tmp_path):
 def test_wr_on_lrr_masks_uses_them_exactly(base, root):
     run_dir = str(root / "wr_lrr_mask")
     c = tiny(transfer.get_config("wr_lrr_mask"), mask_source=base["lrr"])
-    driver.run(c, run_dir)
+    campaign.run(c, run_dir)
     for level in range(LEVELS):
-        ours, theirs = driver.load_level(run_dir, level), driver.load_level(base["lrr"], level)
+        ours, theirs = workdir.load_level(run_dir, level), workdir.load_level(base["lrr"], level)
         assert same_tree(ours["mask"], theirs["mask"]), level
     rows = read_rows(run_dir)
     assert {r["mask_source"] for r in rows} == {base["lrr"]}
@@ -134,18 +151,18 @@ def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, root
     run_dir = str(root / "imp_lrr_signs")
     c = tiny(transfer.get_config("imp_lrr_signs"), mask_source=base["lrr"],
              sign_source=base["lrr"])
-    driver.run(c, run_dir)
+    campaign.run(c, run_dir)
     run, like = engine_for(c, "imp", run_dir)
-    init, _ = run.store.restore("init", like)
-    point, _ = run.store.restore("rewind", like)
-    theta0 = kernels(driver.load_level(run_dir, "init")["params"])
+    init, _ = store_of(run).restore("init", like)
+    point, _ = store_of(run).restore("rewind", like)
+    theta0 = kernels(workdir.load_level(run_dir, "init")["params"])
     for level in range(1, LEVELS):
-        prev, _ = run.store.restore(checkpoints.level_name(level - 1), like)
-        start = jax.tree.map(lambda a: np.asarray(a)[0], run.level_start(level, prev, init, point))
-        lrr_prev = kernels(driver.load_level(base["lrr"], level - 1)["params"])
-        lrr_mask = driver.load_level(base["lrr"], level)["mask"]
+        prev, _ = store_of(run).restore(checkpoints.level_name(level - 1), like)
+        start = jax.tree.map(lambda a: np.asarray(a)[0], start_of(run, level, prev, init, point))
+        lrr_prev = kernels(workdir.load_level(base["lrr"], level - 1)["params"])
+        lrr_mask = workdir.load_level(base["lrr"], level)["mask"]
         assert same_tree(start.mask, lrr_mask)
-        assert same_tree(start.mask, driver.load_level(run_dir, level)["mask"])
+        assert same_tree(start.mask, workdir.load_level(run_dir, level)["mask"])
         for name, w in kernels(start.params).items():
             m = kernels(lrr_mask)[name] > 0
             np.testing.assert_array_equal(
@@ -162,16 +179,16 @@ def test_sign_transfer_variants_at_level_start(base, mode, method):
     """Replays level_start on the base runs' checkpoints with each variant switched on."""
     c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode)
     run, like = engine_for(c, method, base[method])
-    init, _ = run.store.restore("init", like)
-    point, _ = run.store.restore("rewind", like)
-    prev, _ = run.store.restore(checkpoints.level_name(1), like)
+    init, _ = store_of(run).restore("init", like)
+    point, _ = store_of(run).restore("rewind", like)
+    prev, _ = store_of(run).restore(checkpoints.level_name(1), like)
     # Flip a random half of the trained signs, so trained and initial signs surely differ
     # (8 tiny steps hardly move them); magnitude pruning does not see signs.
     rng = np.random.default_rng(0)
     prev = prev.replace(params=jax.tree_util.tree_map_with_path(
         lambda path, w: w * rng.choice([-1.0, 1.0], size=w.shape).astype(w.dtype)
         if masks.is_prunable(path, w[0]) else w, prev.params))
-    start = jax.tree.map(lambda a: np.asarray(a)[0], run.level_start(2, prev, init, point))
+    start = jax.tree.map(lambda a: np.asarray(a)[0], start_of(run, 2, prev, init, point))
     theta0 = kernels(jax.tree.map(lambda a: a[0], init.params))
     trained = kernels(jax.tree.map(lambda a: a[0], prev.params))
     mask = kernels(start.mask)
@@ -198,11 +215,11 @@ def test_sign_transfer_variants_at_level_start(base, mode, method):
 def test_random_masks_have_exact_densities(root, allocation):
     workdir = str(root / f"random_{allocation}")
     c = tiny(random_masks.get_config(allocation), methods="lrr")
-    driver.run(c, workdir)
+    campaign.run(c, workdir)
     run_dir = os.path.join(workdir, "lrr")
     previous = None
     for level in range(LEVELS):
-        mask = kernels(driver.load_level(run_dir, level)["mask"])
+        mask = kernels(workdir.load_level(run_dir, level)["mask"])
         kept = {n: int(m.sum()) for n, m in mask.items()}
         total = sum(m.size for m in mask.values())
         assert sum(kept.values()) == masks.scheduled_count(total, 0.2, level)
@@ -225,7 +242,7 @@ def test_perturbation_replicas_share_one_program(base, root):
     workdir = str(root / "perturb")
     c = tiny(sign_perturbation.get_config(), methods="lrr", levels=2, perturb_every=1,
              num_replicas=2)
-    results = driver.run(c, workdir)
+    results = campaign.run(c, workdir)
     rows = results["lrr"]
     settings = [(r["seed"], r["perturb_prob"]) for r in rows if r["level"] == 1]
     assert settings == [(s, p) for p in (0.0, 0.1, 0.2, 0.3, 0.5) for s in (0, 1)]
@@ -237,8 +254,8 @@ def test_perturbation_replicas_share_one_program(base, root):
         assert ours["test_acc"] == pytest.approx(float(theirs["test_acc"]), abs=1e-6)
         assert ours["train_loss"] == pytest.approx(float(theirs["train_loss"]), rel=1e-4)
         for a, b in zip(
-                jax.tree.leaves(driver.load_level(os.path.join(workdir, "lrr"), level)["params"]),
-                jax.tree.leaves(driver.load_level(base["lrr"], level)["params"]), strict=True):
+                jax.tree.leaves(workdir.load_level(os.path.join(workdir, "lrr"), level)["params"]),
+                jax.tree.leaves(workdir.load_level(base["lrr"], level)["params"]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Flips grow with p (vs init, level 1), and p > 0 changes the weights.
     flips = {r["perturb_prob"]: r["sign_flip_frac_vs_init"] for r in rows
@@ -264,7 +281,7 @@ def test_lmc_endpoints_are_the_runs_accuracies(base, root):
     c.update({k: v for k, v in TINY.items() if k in ("mlp_hidden", "train_limit", "test_limit",
                                                      "eval_batch_size", "progress")})
     c.lmc_a, c.lmc_b = f"{base['lrr']}:2", f"{base['imp']}:1"
-    out = driver.run(c, str(root / "lmc"))
+    out = campaign.run(c, str(root / "lmc"))
     saved = json.load(open(root / "lmc" / "lmc.json"))
     assert saved["alphas"] == pytest.approx([i / 10 for i in range(11)])
     acc = {(m, int(r["level"])): float(r["test_acc"]) for m in ("lrr", "imp")
@@ -274,7 +291,7 @@ def test_lmc_endpoints_are_the_runs_accuracies(base, root):
     assert 0.0 <= saved["sign_flip_frac"] <= 1.0 and saved["sign_flips_per_layer"]
     # A checkpoint of the same run against itself: no flips, flat path.
     c.lmc_b = c.lmc_a
-    same = driver.run(c, str(root / "lmc_same"))
+    same = campaign.run(c, str(root / "lmc_same"))
     assert same["sign_flip_frac"] == 0.0
     np.testing.assert_allclose(same["test_acc"], same["test_acc"][0], atol=1e-6)
 
@@ -284,11 +301,11 @@ def test_lmc_refuses_another_model(base, tmp_path):
     c.update(mlp_hidden=(32, 32), progress=False)
     c.lmc_a, c.lmc_b = f"{base['lrr']}:1", f"{base['imp']}:1"
     with pytest.raises(ConfigError, match="^lmc_a: .* was run with mlp_hidden=\\[16, 16\\]"):
-        driver.run(c, str(tmp_path / "lmc"))
+        campaign.run(c, str(tmp_path / "lmc"))
     c.update(mlp_hidden=(16, 16))
     c.lmc_b = f"{base['imp']}:7"
     with pytest.raises(ConfigError, match="^lmc_b: .* has no committed checkpoint 'level_007'"):
-        driver.run(c, str(tmp_path / "lmc"))
+        campaign.run(c, str(tmp_path / "lmc"))
 
 
 # ---- missing or incompatible sources: ConfigError before training -------------------------
@@ -319,7 +336,7 @@ def test_bad_source_stops_before_training(base, tmp_path, case):
     c = tiny(transfer.get_config(variant), **overrides)
     workdir = tmp_path / "w"
     with pytest.raises(ConfigError) as e:
-        driver.run(c, str(workdir))
+        campaign.run(c, str(workdir))
     assert expected in str(e.value)
     assert e.value.key in ("mask_source", "sign_source")
     assert not os.path.exists(workdir / "checkpoints")

@@ -1,0 +1,76 @@
+"""A campaign: one config's replicas (methods x perturbations x seeds) in one run.
+
+`run(config, workdir)` is what `python -m lrr_jax.main` calls: validate the
+config, hold the workdir's lock, check the run directories and transfer
+sources, then (before anything is compiled) load the data and hand the
+replicas to the level loop (`levels.run_levels`). The other experiments
+(single-neuron theory, linear mode connectivity) are dispatched from here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from lrr_jax import (
+    checkpoints,
+    config_base,
+    distributed,
+    engine,
+    levels,
+    replicas,
+    runlock,
+    workdir,
+)
+
+
+def run(config, work_dir: str) -> dict[str, list[dict]]:
+    """Run every replica of `config` under `work_dir`; returns method -> result rows.
+
+    The config is validated first; then `<work_dir>/.lock` is held for the
+    whole run, so a second process on the same workdir is refused (`runlock`).
+    """
+    config_base.validate(config)
+    distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
+    # One lock per run: process 0 holds it for all processes of a multi-process run.
+    with runlock.hold(work_dir) if distributed.is_primary() else contextlib.nullcontext():
+        return _run(config, os.path.abspath(work_dir))
+
+
+def _run(config, work_dir: str) -> dict[str, list[dict]]:
+    if config.experiment == "single_neuron":
+        from lrr_jax import theory
+        return theory.run(config, work_dir)
+    if config.experiment == "lmc":
+        from lrr_jax import connectivity
+        return connectivity.run(config, work_dir)
+    dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
+    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
+                        {m: checkpoints.Store(d) for m, d in dirs.items()})
+    if config.tensorboard and distributed.is_primary():
+        from tensorboardX import SummaryWriter
+        c.writers = {m: SummaryWriter(os.path.join(d, "tb")) for m, d in dirs.items()}
+    try:
+        results = levels.run_levels(c)
+    finally:
+        for w in c.writers.values():
+            w.flush()
+    _note_extra_levels(c)
+    from lrr_jax.reporting import summary
+    table = summary.side_by_side_table(summary.by_replica_setting(results))
+    if distributed.is_primary():  # every process has the same results; one prints them
+        print(table)
+    workdir.write_atomic(os.path.join(work_dir, "summary.txt"), table + "\n")
+    return results
+
+
+def _note_extra_levels(c: levels.Campaign) -> None:
+    """Say so when a workdir holds more finished levels than this run reports."""
+    for store in c.stores.values():
+        extra = [lv for lv in store.levels() if lv >= int(c.config.levels)]
+        if extra and distributed.is_primary():
+            print(f"note: {os.path.dirname(store.dir)} holds {max(extra) + 1} finished levels; "
+                  f"results.csv reports levels 0..{c.config.levels - 1} (run with "
+                  f"--config.levels={max(extra) + 1} to report all; the checkpoints are kept)",
+                  file=sys.stderr, flush=True)

@@ -1,0 +1,162 @@
+"""The epoch loop of one phase (the warm-up or a level) for all pending replicas, with its hooks.
+
+Each epoch runs the compiled epoch program once per replica group
+(`config.replica_batch`), then the hooks: sign perturbation before the
+paper's epochs, fault injection (tests), the divergence check, TensorBoard
+scalars, evaluation, the progress bar, mid-level saves and the preemption
+check. The replicas stay in lockstep: every hook acts on the same epoch for
+all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from lrr_jax import checkpoints, distributed, faults, parallel, preemption, replicas, studies
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Phase:
+    """What is trained: `reps` (stacked in this order), their run directories' stores and logs."""
+
+    config: Any
+    engine: Any
+    reps: list  # replicas.Replica, in the order of the stacked state
+    stores: dict  # method -> checkpoints.Store
+    writers: dict  # method -> TensorBoard writer (or absent)
+    phase: str  # 'warmup' | 'level'
+    level: int  # -1 for the warm-up
+    epochs: int
+
+
+def _concat(trees):
+    import jax
+    return jax.tree.map(lambda *a: np.concatenate(a), *trees)
+
+
+def _keys(config, reps, level, epoch):
+    import jax.numpy as jnp
+    if config.data_order == "per_replica":
+        return jnp.stack([replicas.epoch_key(r.seed, level, epoch) for r in reps])
+    return replicas.epoch_key(int(config.seed), level, epoch)
+
+
+def by_method(reps) -> dict[str, list[int]]:
+    """method -> positions of its replicas in `reps`."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(reps):
+        out.setdefault(r.method, []).append(i)
+    return out
+
+
+def save_mid(p: Phase, state, epoch: int, best, last_eval, train_metrics) -> str:
+    """Save the level in progress in every method's store; older mid saves go after all."""
+    name = checkpoints.mid_name(p.level, epoch)
+    for method, pos in by_method(p.reps).items():
+        p.stores[method].save(name, studies.take(state, pos), {
+            "level": p.level, "epoch": epoch, "best": np.asarray(best)[pos].tolist(),
+            "last_eval": {k: np.asarray(v)[pos].tolist() for k, v in last_eval.items()}
+            if last_eval else None,
+            "train_metrics": {k: np.asarray(v)[pos].tolist() for k, v in train_metrics.items()}})
+    for method in by_method(p.reps):
+        p.stores[method].delete_mids(keep=name)
+    return name
+
+
+def _log(p: Phase, tag: str, values, step: int) -> None:
+    # Tags name the replica's index within its method whatever the replica count.
+    for r, v in zip(p.reps, np.atleast_1d(values)):
+        writer = p.writers.get(r.method)
+        if writer is not None:
+            writer.add_scalar(f"{tag}/replica_{r.index}", float(v), step)
+
+
+def progress(iterable, desc, enabled, **kwargs):
+    if not enabled or not distributed.is_primary():
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
+    """Train the stacked host `state` of `p.reps` for the phase's epochs (from `start_epoch`).
+
+    Returns (host state, outcome) with outcome {'best', 'last_eval',
+    'train_metrics', 'seconds', 'steps_after_last_flip'}.
+    """
+    config, engine, t0 = p.config, p.engine, time.time()
+    groups = replicas.groups(len(p.reps), config.replica_batch)
+    states = [engine.put(studies.take(state, g)) for g in groups]
+    best = np.full(len(p.reps), -np.inf) if best is None else np.asarray(best)
+    probs = np.array([r.perturb_prob for r in p.reps])
+    perturbing = p.phase == "level" and bool(np.any(probs > 0))
+    desc = ("warm-up" if p.phase == "warmup" else f"level {p.level}/{config.levels - 1}") + \
+        f" ({len(p.reps)} replicas)"
+    train_metrics = None
+    for epoch in progress(range(start_epoch, p.epochs), desc, config.progress,
+                          initial=start_epoch, total=p.epochs):
+        outs = []
+        for gi, g in enumerate(groups):
+            reps = [p.reps[i] for i in g]
+            if perturbing and studies.perturbs_before(config, epoch):
+                states[gi] = studies.perturb(config, reps, states[gi], p.level, epoch, engine.put)
+            states[gi] = faults.poison(states[gi], p.level, epoch, engine.put)
+            states[gi], m = engine.train_epoch(p.phase, states[gi],
+                                               _keys(config, reps, p.level, epoch))
+            outs.append(m)
+        faults.hit("in_epoch", p.level, epoch)
+        train_metrics = _concat([parallel.get(m) for m in outs])
+        if not np.all(np.isfinite(train_metrics["loss"])):
+            _diverged(p, epoch, train_metrics)
+        # TensorBoard x axis: epochs since the start of the run (warm-up first).
+        step = epoch if p.level < 0 else \
+            config.warmup_epochs + p.level * config.epochs_per_level + epoch
+        _log(p, f"{p.phase}/train_loss", train_metrics["loss"], step)
+        _log(p, f"{p.phase}/train_acc", train_metrics["acc"], step)
+        if p.phase == "level" and ((epoch + 1) % config.eval_every_epochs == 0
+                                   or epoch == p.epochs - 1):
+            last_eval = _concat([engine.evaluate(s) for s in states])
+            best = np.maximum(best, last_eval["acc"])
+            _log(p, "level/test_acc", last_eval["acc"], step)
+            _log(p, "level/test_loss", last_eval["loss"], step)
+        # A SIGTERM (preemption notice) forces a save now, whatever `every` says.
+        # Asked once per epoch (a collective with several processes), so the
+        # save and the exit below act on the same answer.
+        every = config.checkpoint_every_epochs
+        stop = epoch < p.epochs - 1 and preemption.requested()
+        if p.phase == "level" and epoch < p.epochs - 1 and (
+                stop or (every and (epoch + 1) % every == 0)):
+            host = _concat([parallel.get(s) for s in states])
+            name = save_mid(p, host, epoch, best, last_eval, train_metrics)
+        if stop:  # after the last epoch, the caller saves first
+            preemption.stop(f"in {desc} after epoch {epoch}: " + (
+                "the warm-up restarts on resume" if p.phase == "warmup" else f"saved {name}"))
+    state = _concat([parallel.get(s) for s in states])
+    return state, {"best": best, "last_eval": last_eval, "train_metrics": train_metrics,
+                   "seconds": time.time() - t0,
+                   "steps_after_last_flip": studies.steps_after_last_flip(
+                       config, engine.steps_per_epoch)}
+
+
+def _diverged(p: Phase, epoch: int, train_metrics) -> None:
+    spe = p.engine.steps_per_epoch
+    bad = [r.name for r, v in zip(p.reps, train_metrics["loss"]) if not np.isfinite(v)]
+    store = p.stores[p.reps[0].method]
+    kept = max(store.names(), key=checkpoints.order, default=None)
+    where = "warm-up" if p.phase == "warmup" else f"level {p.level}"
+    # An epoch is one compiled scan that returns its mean loss, so the bad step
+    # is known to within the epoch (1-based steps from the start of the phase).
+    raise TrainingDiverged(
+        f"loss became {train_metrics['loss'].tolist()} in the {where}, epoch {epoch}, at a "
+        f"step in {epoch * spe + 1}..{(epoch + 1) * spe} ({', '.join(bad)}); stopped before "
+        f"saving it. The last good checkpoint is kept: "
+        f"{store.path(kept) if kept else 'none'}. Lower --config.lr or check the data.")

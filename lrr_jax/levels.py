@@ -1,0 +1,266 @@
+"""Iterative pruning as in the paper: train, prune, rewind, repeat, for every replica at once.
+
+`run_levels` is the paper's loop. theta_0 and the rewind point are made once;
+then for each level not yet saved: per replica, prune (by its score and
+allocation) and rewind (by its method); train all pending replicas together;
+check and save. Every artifact is written once and restored when present, so
+the same command resumes after a crash or a preemption, and a level in
+progress continues from its last mid-level save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from lrr_jax import (
+    checkpoints,
+    epochs,
+    faults,
+    invariants,
+    masks,
+    preemption,
+    pruning,
+    records,
+    rewind,
+    schema,
+    studies,
+    workdir,
+)
+
+
+@dataclasses.dataclass
+class Campaign:
+    """One run: the config, the compiled engine, the replicas and each method's store."""
+
+    config: Any
+    engine: Any
+    reps: list  # every replicas.Replica of the run, in the order of the stacked state
+    stores: dict  # method -> checkpoints.Store
+    writers: dict = dataclasses.field(default_factory=dict)  # method -> TensorBoard writer
+
+
+def run_levels(c: Campaign) -> dict[str, list[dict]]:
+    """Every level of every replica; returns method -> results rows (`schema.RESULT_COLUMNS`)."""
+    config = c.config
+    init = make_init(c)
+    point = warm_up(c, init) if config.warmup_epochs > 0 else init
+    prev = None
+    for level in range(config.levels):
+        preemption.check(f"before level {level}: finished levels are saved")
+        name = checkpoints.level_name(level)
+        state, pending = restore(c, name, like=init)
+        if pending:
+            start = start_level(c, level, pending, prev, init, point)
+            trained, outcome = train_level(c, level, pending, start)
+            finish_level(c, level, pending, trained, start, prev, init, outcome)
+            state = place(state, trained, pending)
+        write_results(c, level)
+        prev = state
+    return {m: collect(c, m, config.levels)[0] for m in c.stores}
+
+
+def start_level(c: Campaign, level: int, pending, prev, init, point):
+    """The stacked start of level `level` for `pending`: prune, rewind, transfer."""
+    config, reps = c.config, [c.reps[i] for i in pending]
+    init_p, point_p = studies.take(init, pending), studies.take(point, pending)
+    if level == 0:
+        state = point_p.replace(step=np.zeros_like(point_p.step))
+        if config.mask_source:
+            state = state.replace(mask=studies.source_mask(config, reps, 0, _like(c, init)))
+        return state
+    prev_p = studies.take(prev, pending)
+    if config.mask_source:
+        new_mask = studies.source_mask(config, reps, level, _like(c, init))
+    else:
+        new_mask = stack([prune(config, r, level, one(prev_p.params, i), one(prev_p.mask, i))
+                          for i, r in enumerate(reps)])
+    faults.hit("after_prune", level)
+    out = []
+    for i, r in enumerate(reps):
+        finished = one(prev_p, i)
+        s = rewind.for_method(r.method, finished.replace(mask=one(new_mask, i)),
+                              init=one(init_p, i), point=one(point_p, i),
+                              reset_momentum=config.reset_momentum,
+                              rewind_batch_stats=config.rewind_batch_stats)
+        invariants.check_rewind(r.method, s, level=level, prev=finished, init=one(init_p, i),
+                                point=one(point_p, i), new_mask=one(new_mask, i),
+                                reset_momentum=config.reset_momentum,
+                                rewind_batch_stats=config.rewind_batch_stats)
+        out.append(s)
+    state = stack(out)
+    if config.sign_transfer:
+        source = (studies.source_params(config, reps, level, _like(c, init))
+                  if config.sign_source else None)
+        state = studies.transfer_signs(config, reps, level, state, init_p, prev_p.params, source)
+    if config.zero_pruned_weights:
+        state = state.replace(params=masks.apply(state.params, state.mask))
+    return state
+
+
+def prune(config, replica, level: int, params, mask):
+    """The replica's mask for `level` from its finished level's weights and mask."""
+    total = masks.count(mask)[1]
+    target = masks.scheduled_count(total, config.prune_fraction, level)
+    return pruning.prune(params, mask, target, allocation=config.pruning,
+                         score="random" if config.random_mask else "magnitude",
+                         seed=replica.seed * 1000 + level)
+
+
+def planned_count(config, level: int, dense_mask, prev_mask) -> int | None:
+    """Unpruned weights the replica's pruning rule planned for `level` (None: a mask source).
+
+    Each rule's own count (`pruning.planned_total`): the scheduled count for
+    exact rules, less for the authors' balanced and ERK (capped layers).
+    """
+    if config.mask_source:
+        return None
+    target = masks.scheduled_count(masks.count(dense_mask)[1], config.prune_fraction, level)
+    return target if prev_mask is None else pruning.planned_total(prev_mask, target,
+                                                                   config.pruning)
+
+
+def train_level(c: Campaign, level: int, pending, start):
+    """Train `pending` through level `level`, continuing from a mid-level save if any."""
+    reps = [c.reps[i] for i in pending]
+    phase = epochs.Phase(c.config, c.engine, reps, c.stores, c.writers, "level", level,
+                         int(c.config.epochs_per_level))
+    epoch = common_mid(c, reps, level)
+    if epoch is None:
+        return epochs.train(phase, start)
+    name = checkpoints.mid_name(level, epoch)
+    parts, metas = [], []
+    for method, pos in epochs.by_method(reps).items():
+        s, meta = c.stores[method].restore(name, studies.take(start, pos))
+        parts.append(s)
+        metas.append(meta)
+        print(f"{method}: level {level} resumes after epoch {epoch} from "
+              f"{c.stores[method].path(name)}", file=sys.stderr, flush=True)
+    last = [m["last_eval"] for m in metas]
+    return epochs.train(phase, concat(parts), start_epoch=epoch + 1,
+                        best=np.concatenate([m["best"] for m in metas]),
+                        last_eval=None if None in last else
+                        {k: np.concatenate([np.asarray(x[k]) for x in last]) for k in last[0]})
+
+
+def common_mid(c: Campaign, reps, level: int) -> int | None:
+    """The newest mid-level save of `level` that every pending method has."""
+    per_method = [set(c.stores[m].mid_epochs(level)) for m in epochs.by_method(reps)]
+    both = set.intersection(*per_method) if per_method else set()
+    return max(both) if both else None
+
+
+def finish_level(c: Campaign, level, pending, trained, start, prev, init, outcome) -> None:
+    """End-of-level invariants, then each method's level checkpoint with its rows."""
+    config, reps = c.config, [c.reps[i] for i in pending]
+    prev_mask = None if prev is None else studies.take(prev.mask, pending)
+    expected = [planned_count(config, level, one(init.mask, p),
+                              None if prev_mask is None else one(prev_mask, i))
+                for i, p in enumerate(pending)]
+    invariants.check_level(level, [r.name for r in reps], trained, start, prev_mask, expected)
+    invariants.check_pruned_inert(level, "level", trained, c.engine.evaluate)
+    rows, flips = records.level_rows(config, reps, level, trained, studies.take(init, pending),
+                                     None if prev is None else studies.take(prev, pending),
+                                     outcome)
+    for method, pos in epochs.by_method(reps).items():
+        c.stores[method].save(checkpoints.level_name(level), studies.take(trained, pos), {
+            "rows": [rows[i] for i in pos],
+            "sign_flips": [f for f in flips if f["method"] == method],
+            "seconds": outcome["seconds"]})
+        c.stores[method].delete_mids()
+
+
+def make_init(c: Campaign):
+    """theta_0 of every replica: restored where saved, else made from its seed and saved."""
+    fresh = c.engine.init_states([r.seed for r in c.reps])
+    state, pending = restore(c, "init", like=fresh)
+    for method, pos in epochs.by_method([c.reps[i] for i in pending]).items():
+        c.stores[method].save("init", studies.take(fresh, [pending[i] for i in pos]), {
+            "method": method,
+            "config": json.loads(workdir.method_config(c.config, method).to_json())})
+    return place(state, studies.take(fresh, pending), pending)
+
+
+def warm_up(c: Campaign, init):
+    """The rewind point (end of the warm-up, WR's target): trained once, then restored."""
+    state, pending = restore(c, "rewind", like=init)
+    if pending:
+        reps = [c.reps[i] for i in pending]
+        phase = epochs.Phase(c.config, c.engine, reps, c.stores, c.writers, "warmup", -1,
+                             int(c.config.warmup_epochs))
+        trained, _ = epochs.train(phase, studies.take(init, pending))
+        for method, pos in epochs.by_method(reps).items():
+            c.stores[method].save("rewind", studies.take(trained, pos), {"method": method})
+        state = place(state, trained, pending)
+    return state
+
+
+def restore(c: Campaign, name: str, like):
+    """(stacked state with every method's saved `name` filled in, positions still pending)."""
+    state, pending = jax.tree.map(np.array, like), []
+    for method, pos in epochs.by_method(c.reps).items():
+        store = c.stores[method]
+        if store.exists(name):
+            saved, _ = store.restore(name, studies.take(like, pos))
+            state = place(state, saved, pos)
+        else:
+            pending += pos
+    return state, sorted(pending)
+
+
+def write_results(c: Campaign, level: int) -> None:
+    """results.csv and sign_flips.csv of each method, from its level checkpoints up to `level`."""
+    for method, store in c.stores.items():
+        rows, flips = collect(c, method, level + 1)
+        run_dir = os.path.dirname(store.dir)
+        workdir.write_csv(os.path.join(run_dir, "results.csv"), schema.RESULT_COLUMNS, rows)
+        workdir.write_csv(os.path.join(run_dir, "sign_flips.csv"), schema.SIGN_FLIP_COLUMNS,
+                          flips)
+
+
+def collect(c: Campaign, method: str, levels: int) -> tuple[list, list]:
+    rows, flips = [], []
+    for level in range(levels):
+        name = checkpoints.level_name(level)
+        if c.stores[method].exists(name):
+            meta = c.stores[method].restore_meta(name)
+            rows += meta["rows"]
+            flips += meta["sign_flips"]
+    return rows, flips
+
+
+def _like(c: Campaign, init):
+    """A one-method stacked state (shapes of a source run's checkpoints)."""
+    first = next(iter(epochs.by_method(c.reps).values()))
+    return studies.take(init, first)
+
+
+def one(tree, i):
+    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+
+def stack(trees):
+    return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def concat(trees):
+    return jax.tree.map(lambda *a: np.concatenate(a), *trees)
+
+
+def place(state, part, positions):
+    """`state` with the replicas at `positions` replaced by the stacked `part`."""
+    idx = np.asarray(positions, np.int64)
+
+    def put(a, b):
+        a = np.array(a)
+        if len(idx):
+            a[idx] = b
+        return a
+
+    return jax.tree.map(put, state, part) if len(idx) else state

@@ -1,0 +1,65 @@
+"""Results rows of a finished level, one per replica, in the columns of `schema`."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from lrr_jax import masks, signs
+
+
+def _round(x) -> float:
+    return float(f"{float(x):.6g}")
+
+
+def _one(tree, i):
+    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+
+def identity(config, replica) -> dict:
+    """The identity fields (`schema.IDENTITY`) of a replica under `config`."""
+    return {"method": replica.method, "seed": replica.seed,
+            "perturb_prob": replica.perturb_prob, "pruning": config.pruning,
+            "score": "random" if config.random_mask else "magnitude",
+            "mask_source": config.mask_source, "sign_source": config.sign_source,
+            "sign_transfer": config.sign_transfer}
+
+
+def level_rows(config, reps, level: int, state, init, prev, outcome) -> tuple[list, list]:
+    """(results rows, sign-flip rows) of `reps` (stacked in `state`) after level `level`.
+
+    `outcome` holds what the epoch loop measured: 'best' (per replica),
+    'last_eval' and 'train_metrics' (per replica arrays), 'seconds' and
+    'steps_after_last_flip'.
+    """
+    rows, flips = [], []
+    for i, r in enumerate(reps):
+        params, mask = _one(state.params, i), _one(state.mask, i)
+        per_init = signs.sign_flips_per_layer(_one(init.params, i), params, mask)
+        per_prev = (signs.sign_flips_per_layer(_one(prev.params, i), params, mask)
+                    if prev is not None else None)
+
+        def total(per):
+            return sum(f for f, _ in per.values()) / max(sum(n for _, n in per.values()), 1)
+
+        ident = identity(config, r)
+        last, train_m = outcome["last_eval"], outcome["train_metrics"]
+        rows.append({
+            "level": level, "replica": r.index, **ident, "data_order": config.data_order,
+            "density": _round(masks.density(mask)),
+            "test_acc": _round(last["acc"][i]),
+            "best_epoch_test_acc": _round(outcome["best"][i]),
+            "test_loss": _round(last["loss"][i]),
+            "train_loss": _round(train_m["loss"][i]), "train_acc": _round(train_m["acc"][i]),
+            "sign_flip_frac_vs_init": _round(total(per_init)),
+            "sign_flip_frac_vs_prev": _round(total(per_prev)) if per_prev else None,
+            "epochs": int(config.epochs_per_level),
+            "steps_after_last_flip": outcome["steps_after_last_flip"]
+            if r.perturb_prob > 0 else None,
+            "wall_seconds": _round(outcome["seconds"])})
+        for reference, per in (("init", per_init), ("prev", per_prev)):
+            for layer, (f, n) in (per or {}).items():
+                flips.append({"level": level, "replica": r.index, **ident, "layer": layer,
+                              "reference": reference, "flip_frac": _round(f / max(n, 1)),
+                              "n_unpruned": n})
+    return rows, flips

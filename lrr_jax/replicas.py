@@ -1,0 +1,79 @@
+"""A run is a list of replicas; a replica is the unit the level loop prunes, rewinds and trains.
+
+A replica is (method, seed, perturbation probability) with its own params,
+batch_stats, mask, optimizer state and rewind point (stacked on a leading
+axis of one `TrainState`). `methods x perturb_probs x num_replicas` seeds of
+a config are its replicas, all trained together: the train program is the
+same for every method (they differ only in the host-side rewind between
+levels), so `methods=imp,wr,lrr` with `num_replicas=2` is 6 replicas in one
+compiled program.
+
+Outputs stay per method: the replicas of method m are written to
+`<workdir>/<m>/` (or `<workdir>` for a single method) with their index
+within that method (`Replica.index`), as separate runs of one method would.
+
+Data order (`config.data_order`):
+- 'per_replica' (default): the batches and augmentation of a replica are
+  keyed by its own seed (never its method): replica r of a K-replica run
+  computes what a 1-replica run with its seed computes, and IMP, WR and LRR of
+  one seed share their warm-up and level 0 exactly (paired comparisons).
+  Cost: K gathered and augmented batches per step instead of one.
+- 'shared': every replica sees the batches keyed by `config.seed` (the
+  behaviour before data_order existed): one batch per step for all
+  replicas; seeds then differ only in their initialization, so error bands
+  over seeds come out narrower than separate runs give.
+
+`config.replica_batch` (0 = all) trains the replicas in groups of that size,
+one group after another with the same compiled program, for devices where K
+vmapped replicas are slower than K times one. It does not change results
+beyond float summation order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from lrr_jax import config_base
+
+DATA_ORDERS = ("per_replica", "shared")
+
+
+@dataclasses.dataclass(frozen=True)
+class Replica:
+    """One model of the run: what it is (method, seed, p) and where its outputs go (index)."""
+
+    method: str
+    seed: int
+    perturb_prob: float
+    index: int  # its position among the replicas of its method (results.csv `replica`)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} replica {self.index} (seed {self.seed}, p={self.perturb_prob:g})"
+
+
+def from_config(config) -> list[Replica]:
+    """Every replica of `config`: methods x perturbation probabilities x seeds, in that order."""
+    out = []
+    for method in config_base.methods_of(config):
+        for i, (seed, prob) in enumerate(config_base.replica_settings(config)):
+            out.append(Replica(method, seed, prob, i))
+    return out
+
+
+def groups(count: int, replica_batch: int) -> list[list[int]]:
+    """Positions 0..count-1 cut into consecutive groups of `replica_batch` (0: one group)."""
+    size = count if int(replica_batch) <= 0 else int(replica_batch)
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
+def data_seed(config, replica: Replica) -> int:
+    """The seed that keys a replica's batches and augmentation."""
+    return replica.seed if config.data_order == "per_replica" else int(config.seed)
+
+
+def epoch_key(seed: int, level: int, epoch: int) -> jax.Array:
+    """Key of one epoch's data order; level -1 is the warm-up."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed)), level + 1), epoch)

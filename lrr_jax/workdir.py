@@ -1,0 +1,194 @@
+"""The run directory: its layout, the checks before a run, atomic files, reading a level back.
+
+Layout: the replicas of method m are written to `<workdir>/<m>/` when the
+config lists several methods (`config.methods`), else to `<workdir>` itself;
+each such run directory holds `config.json` (that method's config),
+`results.csv`, `sign_flips.csv`, `tb/` and `checkpoints/` (see
+docs/DESIGN.md). The config also travels inside the `init` checkpoint, so a
+lost or damaged `config.json` cannot let another config resume the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from lrr_jax import checkpoints, config_base, distributed, rewind, schema
+from lrr_jax.errors import ConfigError
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half.
+
+    In a multi-process run only process 0 writes (all compute the same text).
+    """
+    if not distributed.is_primary():
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_csv(path: str, columns, rows) -> None:
+    write_atomic(path, schema.to_csv(columns, rows))
+
+
+def method_config(config, method: str):
+    """The config of one method's run directory (`method` set, `methods` cleared)."""
+    c = config.copy_and_resolve_references()
+    c.method = method
+    c.methods = ""
+    return c
+
+
+def run_dirs(config, workdir: str) -> dict[str, str]:
+    """method -> its run directory."""
+    workdir = os.path.abspath(workdir)
+    return {m: (os.path.join(workdir, m) if config.methods else workdir)
+            for m in config_base.methods_of(config)}
+
+
+def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
+    """The config a run directory's checkpoints were made with, and where it was read."""
+    path = os.path.join(run_dir, "config.json")
+    store = checkpoints.Store(run_dir)
+    saved = store.restore_meta("init").get("config") if store.exists("init") else None
+    if saved is not None:
+        return saved, f"{store.path('init')}"
+    if not os.path.exists(path):
+        return None, path
+    try:
+        with open(path) as f:
+            return json.load(f), path
+    except (OSError, ValueError) as e:
+        raise ConfigError("workdir", f"{path} is unreadable ({e}) and no checkpoint records "
+                          "the config; move it away to start afresh") from None
+
+
+def check_workdir(config, run_dir: str) -> bool:
+    """Refuse a run directory that holds a run of a different config (unless overwrite).
+
+    The config compared is the one recorded in the run's `init` checkpoint
+    (else its config.json). Returns True when the directory holds a run of
+    another config and `config.overwrite` is set: the caller deletes the old
+    run's outputs (`checkpoints.clear_run`) once every other check has passed.
+    """
+    old, where = _recorded_config(run_dir)
+    if old is None:
+        return False
+    new = json.loads(config.to_json())
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    if differ and config.overwrite:
+        return True
+    if differ:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
+        raise ConfigError("workdir", f"{run_dir} holds a run of a different config "
+                          f"(recorded in {where}): {shown}; use another --workdir or "
+                          "--config.overwrite=True (deletes that run)")
+    return False
+
+
+def check_sources(config, methods) -> None:
+    """Transfer sources must be finished runs of the same model and seeds with enough levels."""
+    mine = json.loads(config.to_json())
+    for key in ("mask_source", "sign_source"):
+        src = config[key]
+        if not src:
+            continue
+        if not os.path.isfile(os.path.join(src, "config.json")):
+            inner = sorted(m for m in rewind.METHODS
+                           if os.path.isfile(os.path.join(src, m, "config.json")))
+            hint = (f"; it holds the runs of {', '.join(inner)}: name one, e.g. "
+                    f"{os.path.join(src, inner[-1])}" if inner else "")
+            raise ConfigError(key, f"{src} is not a run directory (no config.json){hint}")
+        if key == "sign_source" and config.sign_transfer not in (
+                "source_signs", "shuffled_init_magnitudes"):
+            raise ConfigError(key, f"sign_transfer {config.sign_transfer!r} does not use a sign "
+                              "source; use --config.sign_transfer=source_signs (or "
+                              "shuffled_init_magnitudes), or drop --config.sign_source")
+        with open(os.path.join(src, "config.json")) as f:
+            other = json.load(f)
+        for field in ("model", "width", "dataset", "mlp_hidden", "prune_fraction"):
+            if field in other and other[field] != mine.get(field):
+                raise ConfigError(key, f"{src} was run with {field}={other[field]!r}, this run "
+                                  f"uses {config[field]!r}")
+        levels = checkpoints.Store(src).levels()
+        needed = config.levels - 1 if key == "sign_source" else config.levels
+        have = len(levels)
+        if have < needed:
+            raise ConfigError(key, f"{src} has {have} finished levels, this run needs {needed}")
+        theirs = [s for s, _ in config_base.replica_settings(_as_config(other))]
+        ours = [s for s, _ in config_base.replica_settings(config)]
+        if len(theirs) != len(ours):
+            raise ConfigError(key, f"{src} has a different number of replicas")
+        if theirs != ours and not config.allow_source_seed_mismatch:
+            raise ConfigError("seed", f"{key} {src} was run with seeds {theirs}, this run uses "
+                              f"{ours}: its masks/signs belong to another initialization; use "
+                              "the same --config.seed, or --config.allow_source_seed_mismatch="
+                              "True when that is the point")
+
+
+def _as_config(d: dict):
+    import ml_collections
+    c = ml_collections.ConfigDict()
+    c.seed = int(d.get("seed", 0))
+    c.num_replicas = int(d.get("num_replicas", 1))
+    c.perturb_probs = d.get("perturb_probs", "0")
+    return c
+
+
+def prepare(config, workdir: str) -> dict[str, str]:
+    """Check every method's run directory, clear stale ones (overwrite), write config.json.
+
+    Runs before the data is loaded or anything is compiled; returns method -> run dir.
+    """
+    dirs = run_dirs(config, workdir)
+    stale = {}
+    for m, d in dirs.items():
+        stale[m] = check_workdir(method_config(config, m), d)
+        if not stale[m]:
+            checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
+    check_sources(config, list(dirs))
+    distributed.barrier("workdir checked")  # every process read it before process 0 writes
+    for m, d in dirs.items():
+        if stale[m]:
+            checkpoints.clear_run(d)  # process 0 only
+            distributed.barrier(f"cleared {d}")
+        if distributed.is_primary():
+            os.makedirs(d, exist_ok=True)
+        write_atomic(os.path.join(d, "config.json"), method_config(config, m).to_json(indent=2))
+    return dirs
+
+
+def load_level(workdir: str, level, replica: int = 0) -> dict:
+    """Numpy pytrees of a finished level's final state (or 'init' / 'rewind').
+
+    Returns {'params', 'batch_stats', 'mask', 'opt_state', 'meta'} of replica
+    `replica`. `workdir` is a run directory of one method (`<workdir>/<method>`
+    of a multi-method run).
+    """
+    store = checkpoints.Store(workdir)
+    name = checkpoints.level_name(level) if isinstance(level, int) else str(level)
+    if not store.exists(name):
+        inner = sorted(m for m in rewind.METHODS if os.path.isdir(os.path.join(workdir, m)))
+        hint = (f"; it holds the run directories of {', '.join(inner)}: pass one, e.g. "
+                f"{os.path.join(workdir, inner[0])}" if inner else "")
+        raise ConfigError("workdir", f"{workdir} has no committed checkpoint {name!r} "
+                          f"(have: {', '.join(store.names()) or 'none'}){hint}")
+    restored, meta = store.restore_untyped(name)
+    count = np.shape(jax.tree.leaves(restored["mask"])[0])[0]
+    if not 0 <= int(replica) < count:
+        raise ConfigError("replica", f"{workdir} has replicas 0..{count - 1}, not {replica}")
+    out: dict[str, Any] = {k: jax.tree.map(lambda a: np.asarray(a)[replica], restored[k])
+                           for k in ("params", "batch_stats", "mask", "opt_state")
+                           if k in restored}
+    out["meta"] = meta
+    return out
