@@ -1,11 +1,17 @@
 """Pruning as three small pure functions: score, allocation, exact top-k.
 
-* Scores: `magnitude_scores` (|w| of unpruned weights) and `random_scores`.
-  Pruned weights always score -1, so they stay pruned and never win a tie.
-* Allocation: how many weights each layer keeps. `global` ranks all prunable
-  weights together; `layerwise` and `uniform` keep the same fraction of every
-  layer; `balanced` keeps the same number per layer where possible; `erk` uses
-  the Erdos-Renyi-Kernel density (sum of dims / product of dims).
+* Scores (SCORES): `magnitude_scores` (|w| of unpruned weights) and
+  `random_scores` (fresh uniform draws each level, within the current mask,
+  as the authors' `|mask * randn|`). Pruned weights always score -1, so they
+  stay pruned and never win a tie.
+* Allocation (ALLOCATIONS): how many weights each layer keeps,
+  `planned_counts`. `global` ranks all prunable weights together;
+  `layerwise` and `uniform` keep the same fraction of every layer;
+  `balanced` and `erk` are the authors' rules (`prune_random_balanced`,
+  `prune_random_erk` in imp-lrr-lts `main.py`): a layer smaller than its
+  share stays dense and its excess is lost, so the density falls below the
+  target at low sparsity; `balanced_exact` and `erk_exact` hand the excess
+  to the other layers and keep exactly the target.
 * `keep_top_k`: keep exactly k entries; ties are broken by position in the
   flattened tree (earlier wins), so the result is deterministic.
 
@@ -23,7 +29,10 @@ import numpy as np
 from lrr_jax import masks
 
 PyTree = Any
-ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk")
+# Allocation names (config key `pruning`) and score names; config_base validates against them.
+ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk", "balanced_exact",
+               "erk_exact")
+SCORES = ("magnitude", "random")
 
 
 def magnitude_scores(params: PyTree, mask: PyTree) -> dict[str, np.ndarray]:
@@ -99,8 +108,8 @@ def keep_top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def _water_fill(target: int, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Integer per-layer counts summing to `target`, proportional to `weights`, capped by `caps`.
 
-    Layers that hit their cap hand their excess to the rest (as ERK and
-    balanced allocation need); remainders go by largest fraction, then by order.
+    Layers that hit their cap hand their excess to the rest (as 'erk_exact'
+    and 'balanced_exact' need); remainders go by largest fraction, then by order.
     """
     counts = np.zeros(len(caps), np.int64)
     free = np.ones(len(caps), bool)
@@ -126,42 +135,150 @@ def _water_fill(target: int, caps: np.ndarray, weights: np.ndarray) -> np.ndarra
     return counts
 
 
-def layer_counts(allocation: str, target: int, scores: dict[str, np.ndarray],
-                 total_sizes: dict[str, int]) -> dict[str, int] | None:
-    """Per-layer keep counts for `allocation`, or None for global ranking.
+def _paper_balanced(target: int, sizes: list[int]) -> list[int]:
+    """The authors' balanced counts (`prune_random_balanced`): X = d*N/L per layer, no handing on.
+
+    With d*N = `target` and L layers, layer l keeps
+    size_l - int((1 - min(X / size_l, 1)) * size_l): the pruned count is
+    truncated (so the kept one rounds up), and a layer smaller than X stays
+    dense without giving its excess to the others. Python floats (float64),
+    as in their code.
+    """
+    x = float(target) / len(sizes)
+    return [n - int((1 - min(x / n, 1.0)) * n) for n in sizes]
+
+
+def erk_dims(shape) -> int:
+    """Sum of a kernel's dimensions as the authors' ERK sees it.
+
+    Every prunable layer in their code is a `ConvMask` (an `nn.Conv2d`): the
+    classifier of their CIFAR ResNets and MLPs is a 1x1 convolution, weight
+    (out, in, 1, 1). A 2-D (dense) kernel therefore counts as (in, out, 1, 1):
+    its dimension sum is in + out + 2. The order of the dimensions does not
+    matter (Flax HWIO and PyTorch OIHW have the same sum).
+    """
+    return int(sum(shape)) + (2 if len(shape) == 2 else 0)
+
+
+def _paper_erk(target: int, shapes: list[tuple[int, ...]]) -> list[int]:
+    """The authors' ERK counts (`prune_random_erk`), in float32 as their torch code computes them.
+
+    s_l = (sum of dims) / size_l; C = d*N / sum_l(s_l * size_l);
+    layer density clamp(C * s_l, 0, 1); pruned count int((1 - density) * size_l),
+    kept = size_l - pruned. Their tensors are float32 (the default dtype), so
+    every step here is rounded to float32 in the same order: s_l, the products
+    s_l * size_l and their running sum, C = reciprocal(sum) * float32(d*N)
+    (torch's `scalar / tensor` is `tensor.reciprocal() * scalar`), C * s_l,
+    clamp, 1 - density, times size_l, then truncation toward zero. This
+    matters by one weight in a few large layers at some levels (ResNet18 at
+    0.8^6: layer4 convs keep 325,010 in float32, 325,011 in float64). Capped
+    layers' excess is lost, as in their code.
+    """
+    f32 = np.float32
+    sizes = [int(np.prod(s)) for s in shapes]
+    s = [f32(f32(erk_dims(shape)) / f32(n)) for shape, n in zip(shapes, sizes)]
+    kept_weighted = f32(0)
+    for s_l, n in zip(s, sizes):
+        kept_weighted = f32(kept_weighted + f32(s_l * f32(n)))
+    c = f32(f32(f32(1) / kept_weighted) * f32(float(target)))
+    counts = []
+    for s_l, n in zip(s, sizes):
+        density = f32(min(max(f32(c * s_l), f32(0)), f32(1)))
+        counts.append(n - int(f32(f32(f32(1) - density) * f32(n))))
+    return counts
+
+
+def planned_counts(mask: PyTree, target: int, allocation: str,
+                   params_like: PyTree | None = None) -> dict[str, int] | None:
+    """How many weights each prunable layer keeps when `mask` is pruned to `target`.
+
+    This is the single source of the per-layer counts: `prune` keeps exactly
+    these (top-k of the scores within each layer), and the level loop's
+    density invariant checks them (through `planned_total`).
 
     Args:
+      mask: the current mask (pytree of 0/1 leaves); only its prunable leaves count.
+      target: the level's scheduled count round(d * N) (N prunable weights,
+        d the level's density), e.g. `masks.scheduled_count(...)`.
       allocation: one of ALLOCATIONS.
-      target: total number of weights to keep.
-      scores: per-layer scores (-1 marks already pruned weights).
-      total_sizes: per-layer number of weights, pruned or not.
+      params_like: decides which leaves are prunable, when `mask` alone cannot.
+
+    Returns:
+      {layer name: kept count}, or None for 'global' (one ranking over all
+      layers decides the split; the total is exactly `target`).
+
+    Rules:
+      * 'layerwise', 'uniform': density target/N in every layer, integer
+        counts summing exactly to `target`.
+      * 'balanced_exact', 'erk_exact': the balanced / standard ERK
+        (Evci et al.: density proportional to (sum of dims) / size) shares,
+        a layer that hits its unpruned count hands its excess to the others,
+        so the total is exactly `target`.
+      * 'balanced', 'erk': the authors' rules (`_paper_balanced`,
+        `_paper_erk`), sized from the layers' full sizes and `target` alone;
+        the excess of capped layers is lost, so the total is below `target`
+        at low sparsity (ResNet18/CIFAR10 at d = 0.8: density 0.3685
+        balanced, 0.5692 ERK). A layer never keeps more than it has unpruned
+        (their kthvalue threshold then falls on the pruned zeros), so each
+        count is min(rule, unpruned); along the 0.8^k schedule that minimum
+        never binds, the rule's counts only shrink.
+
+    Raises:
+      ValueError: unknown allocation, or `target` outside [0, unpruned].
     """
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}; expected one of {ALLOCATIONS}")
+    layers = masks.prunable_leaves(mask, params_like)
+    names = list(layers)
+    caps = np.array([int(np.count_nonzero(np.asarray(m))) for m in layers.values()], np.int64)
+    if not 0 <= target <= int(caps.sum()):
+        raise ValueError(f"cannot keep {target} weights: only {int(caps.sum())} unpruned")
     if allocation == "global":
         return None
-    names = list(scores)
-    caps = np.array([int((scores[n] >= 0).sum()) for n in names], np.int64)
-    sizes = np.array([total_sizes[n] for n in names], np.float64)
-    if allocation in ("layerwise", "uniform"):
-        weights = sizes
-    elif allocation == "balanced":
-        weights = np.ones(len(names))
-    elif allocation == "erk":
-        weights = np.array([sum(scores[n].shape) / scores[n].size for n in names]) * sizes
+    shapes = [tuple(int(d) for d in np.shape(m)) for m in layers.values()]
+    sizes = [int(np.prod(s)) for s in shapes]
+    if allocation in ("balanced", "erk"):
+        rule = _paper_balanced if allocation == "balanced" else _paper_erk
+        planned = rule(target, sizes if allocation == "balanced" else shapes)
+        counts = np.minimum(np.array(planned, np.int64), caps)
     else:
-        raise ValueError(f"unknown allocation {allocation!r}; expected one of {ALLOCATIONS}")
-    return dict(zip(names, _water_fill(target, caps, weights).tolist()))
+        if allocation in ("layerwise", "uniform"):
+            weights = np.array(sizes, np.float64)
+        elif allocation == "balanced_exact":
+            weights = np.ones(len(names))
+        else:  # erk_exact: density ~ sum(dims) / size, so count ~ sum(dims)
+            weights = np.array([sum(s) for s in shapes], np.float64)
+        counts = _water_fill(target, caps, weights)
+    return dict(zip(names, (int(c) for c in counts)))
+
+
+def planned_total(mask: PyTree, target: int, allocation: str,
+                  params_like: PyTree | None = None) -> int:
+    """Total prunable weights `prune(params, mask, target, allocation=...)` keeps.
+
+    `target` for 'global' and the exact allocations; the sum of the authors'
+    per-layer counts for 'balanced' and 'erk' (below `target` while some
+    layer is capped). The level loop's density invariant compares the mask's
+    count with this.
+    """
+    counts = planned_counts(mask, target, allocation, params_like)
+    return target if counts is None else sum(counts.values())
 
 
 def prune(params: PyTree, mask: PyTree, target: int, *, allocation: str = "global",
           score: str = "magnitude", seed: int = 0) -> PyTree:
-    """The next mask: keep exactly `target` prunable weights of those unpruned in `mask`.
+    """The next mask: keep `planned_counts(mask, target, allocation)` of the unpruned weights.
+
+    That is exactly `target` prunable weights for 'global' and the exact
+    allocations, and the authors' per-layer counts for 'balanced' and 'erk'
+    (`planned_total` gives the total).
 
     Args:
       params: the trained (raw) parameters; pruned entries are ignored.
       mask: the current mask; the new mask is a subset of it.
-      target: number of prunable weights to keep in total.
+      target: the level's scheduled number of prunable weights, round(d * N).
       allocation: one of ALLOCATIONS.
-      score: 'magnitude' (|w|) or 'random'.
+      score: one of SCORES: 'magnitude' (|w|) or 'random'.
       seed: seed of the random scores.
 
     Returns:
@@ -172,9 +289,9 @@ def prune(params: PyTree, mask: PyTree, target: int, *, allocation: str = "globa
     elif score == "random":
         scores = random_scores(params, mask, seed)
     else:
-        raise ValueError(f"unknown score {score!r}")
+        raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
     sizes = {n: s.size for n, s in scores.items()}
-    counts = layer_counts(allocation, target, scores, sizes)
+    counts = planned_counts(mask, target, allocation, params)
     if counts is None:
         names = list(scores)
         flat = np.concatenate([scores[n].reshape(-1) for n in names])

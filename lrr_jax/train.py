@@ -58,22 +58,22 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def lr_schedule(config, phase: str, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
     """Learning rate as a function of the step within a phase, constant within an epoch.
 
-    'warmup': linear lr * (e + 1) / warmup_epochs (0.01 -> 0.1 over 10 epochs);
-    'level': cosine from lr to lr_min over epochs_per_level, per epoch (paper code).
+    optax schedules of the epoch index `step // steps_per_epoch`, so `state.step`
+    stays the only counter and restarting the schedule (LRR) is `step = 0`:
+    'warmup': `optax.linear_schedule`, lr * (e + 1) / warmup_epochs (0.01 -> 0.1
+    over 10 epochs); 'level': `optax.cosine_decay_schedule` from lr to lr_min
+    (alpha = lr_min / lr) over epochs_per_level, per epoch (paper code).
     """
-    lr, lr_min = config.lr, config.lr_min
+    lr, lr_min = float(config.lr), float(config.lr_min)
     if phase == "warmup":
-        epochs = max(config.warmup_epochs, 1)
-        return lambda step: lr * (step // steps_per_epoch + 1) / epochs
-    if phase == "level":
-        epochs = config.epochs_per_level
-
-        def cosine(step):
-            e = step // steps_per_epoch
-            return lr_min + 0.5 * (1 + jnp.cos(jnp.pi * e / epochs)) * (lr - lr_min)
-
-        return cosine
-    raise ValueError(f"unknown phase {phase!r}")
+        epochs = max(int(config.warmup_epochs), 1)
+        per_epoch = optax.linear_schedule(lr / epochs, lr, transition_steps=epochs - 1)
+    elif phase == "level":
+        per_epoch = optax.cosine_decay_schedule(lr, int(config.epochs_per_level),
+                                                alpha=lr_min / lr)
+    else:
+        raise ValueError(f"unknown phase {phase!r}")
+    return lambda step: per_epoch(step // steps_per_epoch)
 
 
 def create_state(model, config, rng: jax.Array, sample_x: jax.Array) -> TrainState:
@@ -145,8 +145,16 @@ def _augment_per_example(key, positions, images, pad):
 
 def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_devices: int,
                      mean: np.ndarray, std: np.ndarray, image: bool,
-                     masked: bool = True, sharded: bool = False) -> tuple[Callable, int]:
+                     masked: bool = True, sharded: bool = False,
+                     per_replica: bool = False) -> tuple[Callable, int]:
     """Per-device function (state, train_x, train_y, key) -> (state, metrics) for one epoch.
+
+    Data order: with `per_replica=False` (`config.data_order = 'shared'`) `key`
+    is one PRNG key and every replica sees the same batches and augmentation;
+    with `per_replica=True` `key` holds one key per replica (K, 2) and each
+    replica draws its own permutation and crops, as a separate run would: the
+    K replicas then gather K batches per step instead of one (K times the
+    input work and batch memory; the model's work is the same).
 
     Replicated data (`sharded=False`): every device holds the whole training
     set (`num_train` examples); the epoch's permutation comes from `key` (the
@@ -167,12 +175,11 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     steps = (num_train // local) if sharded else (num_train // batch)
     tx = make_optimizer(config)
     lr_fn = lr_schedule(config, phase, steps)
-    step = jax.vmap(functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn,
-                                      masked=masked),
-                    in_axes=(0, None, None))
+    one_step = functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn,
+                                 masked=masked)
     augment_images = image and config.augment
 
-    def epoch(state, train_x, train_y, key):
+    def run_epoch(step, state, train_x, train_y, key):
         dev = jax.lax.axis_index(AXIS)
         # Position of each of this device's examples in the global epoch order:
         # (steps, local). It keys the augmentation of that example.
@@ -190,13 +197,17 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
             pos, ids = pos_ids
             x, y = train_x[ids], train_y[ids]
             if augment_images:
-                x = _augment_per_example(aug_key, pos, x, config.augment_pad)
+                x = augment.per_example(aug_key, pos, x, augment.train_transform(config))
             x = augment.normalize(x, mean, std)
             return step(state, x, y)
 
         state, metrics = jax.lax.scan(body, state, (positions, order))
         return state, jax.tree.map(lambda m: m.mean(0), metrics)
 
+    if per_replica:  # each replica its own epoch (and keys); the data stay shared
+        epoch = jax.vmap(functools.partial(run_epoch, one_step), in_axes=(0, None, None, 0))
+    else:  # one epoch order; the step is vmapped over replicas sharing each batch
+        epoch = functools.partial(run_epoch, jax.vmap(one_step, in_axes=(0, None, None)))
     return epoch, steps
 
 
@@ -251,8 +262,10 @@ def pad_for_eval(x: np.ndarray, y: np.ndarray, num_devices: int, eval_batch: int
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def perturb_signs(state: TrainState, key: jax.Array, probs: jax.Array) -> TrainState:
-    """Flip each unpruned weight's sign with its replica's probability (leading axis K)."""
-    keys = jax.random.split(key, probs.shape[0])
+def perturb_signs(state: TrainState, keys: jax.Array, probs: jax.Array) -> TrainState:
+    """Flip each unpruned weight's sign with its replica's probability (leading axis K).
+
+    `keys`: one PRNG key per replica, (K, 2).
+    """
     params = jax.vmap(signs.perturb)(state.params, state.mask, keys, probs)
     return state.replace(params=params)

@@ -73,8 +73,11 @@ def random_tree(rng):
             "c": {"kernel": rng.normal(size=(64, 5)).astype(np.float32)}}
 
 
+EXACT = ("global", "layerwise", "uniform", "balanced_exact", "erk_exact")
+
+
 @pytest.mark.parametrize("allocation", pruning.ALLOCATIONS)
-@pytest.mark.parametrize("score", ["magnitude", "random"])
+@pytest.mark.parametrize("score", pruning.SCORES)
 def test_iterative_invariants(allocation, score):
     rng = np.random.default_rng(0)
     params = random_tree(rng)
@@ -86,7 +89,15 @@ def test_iterative_invariants(allocation, score):
                       for n, v in d.items()} for k, d in params.items()}
         target = masks.scheduled_count(total, 0.2, level)
         new = pruning.prune(params, mask, target, allocation=allocation, score=score, seed=level)
-        assert masks.count(new)[0] == target  # exact density 0.8^k
+        kept = masks.count(new)[0]
+        assert kept == pruning.planned_total(mask, target, allocation)
+        if allocation in EXACT:
+            assert kept == target  # exact density 0.8^k
+        else:
+            assert kept <= target + 3  # the authors' rules: at most one extra per layer
+        planned = pruning.planned_counts(mask, target, allocation)
+        if planned is not None:  # each layer keeps exactly the planned count
+            assert {f"{k}/kernel": int(new[k]["kernel"].sum()) for k in params} == planned
         for key in params:
             if "kernel" in params[key]:
                 old_m, new_m = mask[key]["kernel"], new[key]["kernel"]
@@ -100,29 +111,177 @@ def test_iterative_invariants(allocation, score):
                 assert w[m > 0].min() >= w[pruned_now].max()  # kept |w| >= pruned |w|
         np.testing.assert_array_equal(new["b"]["bias"], np.ones(10))
         mask = new
-    assert abs(masks.density(mask) - 0.8 ** 11) < 1e-3
+    if allocation in EXACT:
+        assert abs(masks.density(mask) - 0.8 ** 11) < 1e-3
 
 
-def test_balanced_same_count_per_layer_where_possible():
+def counts_of(mask):
+    return [int(mask[k]["kernel"].sum()) for k in ("a", "b", "c")]
+
+
+# The toy tree's layers: a (3, 3, 4, 8) 288 weights, b (8, 10) 80, c (64, 5) 320; N = 688, L = 3.
+# Kept counts below are worked out by hand from the authors' formulas (see each test).
+
+
+@pytest.mark.parametrize("score", pruning.SCORES)
+def test_paper_balanced_hand_computed(score):
+    params = random_tree(np.random.default_rng(1))
+    ones = masks.ones_like(params)
+    # target 400: X = 400 / 3 = 133.33. a: pruned int((1 - 133.33/288) * 288) = int(154.67)
+    # = 154, keeps 134; b: 133.33 > 80, stays dense (80), its excess is NOT handed on;
+    # c: pruned int((1 - 133.33/320) * 320) = int(186.67) = 186, keeps 134. Total 348 < 400.
+    new = pruning.prune(params, ones, 400, allocation="balanced", score=score, seed=3)
+    assert counts_of(new) == [134, 80, 134]
+    assert pruning.planned_total(ones, 400, "balanced") == 348
+    # target 150: X = 50 in every layer (no layer capped): 288 - int(238.0) = 50, 80 - 30, 320 - 270.
+    new = pruning.prune(params, ones, 150, allocation="balanced", score=score, seed=3)
+    assert counts_of(new) == [50, 50, 50]
+    # target 100: X = 33.33: a 288 - int(254.67) = 34, b 80 - int(46.67) = 34, c 320 - int(286.67) = 34
+    # (the pruned count is truncated, so each layer keeps one more than X rounded down).
+    assert counts_of(pruning.prune(params, ones, 100, allocation="balanced")) == [34, 34, 34]
+
+
+@pytest.mark.parametrize("score", pruning.SCORES)
+def test_paper_erk_hand_computed(score):
+    params = random_tree(np.random.default_rng(2))
+    ones = masks.ones_like(params)
+    # Dimension sums as the authors' ERK sees them: a 3+3+4+8 = 18; b and c are dense kernels,
+    # 1x1 convolutions in their code: b 8+10+1+1 = 20, c 64+5+1+1 = 71. Sum 109.
+    # target 400: C = 400 / 109 = 3.6697. a: density 3.6697 * 18/288 = 0.22936, pruned
+    # int(0.77064 * 288) = int(221.94) = 221, keeps 67; b: 3.6697 * 20/80 = 0.91743, pruned
+    # int(0.08257 * 80) = int(6.61) = 6, keeps 74; c: 3.6697 * 71/320 = 0.81422, pruned
+    # int(0.18578 * 320) = int(59.45) = 59, keeps 261. Total 402 (truncation rounds kept up).
+    new = pruning.prune(params, ones, 400, allocation="erk", score=score, seed=4)
+    assert counts_of(new) == [67, 74, 261]
+    # target 600: C = 5.5046. a: 0.34404, pruned int(0.65596 * 288) = int(188.92) = 188, keeps 100;
+    # b: 1.376 -> clamped to 1, dense; c: 1.2213 -> 1, dense. Total 500: the excess is lost.
+    new = pruning.prune(params, ones, 600, allocation="erk", score=score, seed=4)
+    assert counts_of(new) == [100, 80, 320]
+    assert pruning.planned_total(ones, 600, "erk") == 500
+
+
+def test_paper_rules_never_exceed_the_unpruned():
+    # A layer already sparser than the rule asks keeps what it has (the authors' kthvalue
+    # threshold then lands on the pruned zeros), and the others are sized as usual.
+    params = random_tree(np.random.default_rng(5))
+    mask = masks.ones_like(params)
+    mask["b"]["kernel"][:, 2:] = 0  # b keeps 16 of 80
+    assert pruning.planned_counts(mask, 400, "balanced") == {
+        "a/kernel": 134, "b/kernel": 16, "c/kernel": 134}
+    new = pruning.prune(params, mask, 400, allocation="erk", score="random")
+    assert counts_of(new) == [67, 16, 261]
+    assert np.all(new["b"]["kernel"] <= mask["b"]["kernel"])
+
+
+def test_exact_balanced_hands_the_excess_on():
     rng = np.random.default_rng(1)
     params = random_tree(rng)  # layer sizes 288, 80, 320
-    new = pruning.prune(params, masks.ones_like(params), 150, allocation="balanced",
+    new = pruning.prune(params, masks.ones_like(params), 150, allocation="balanced_exact",
                         score="random")
-    counts = [int(new[k]["kernel"].sum()) for k in ("a", "b", "c")]
-    assert counts == [50, 50, 50]
-    new = pruning.prune(params, masks.ones_like(params), 600, allocation="balanced",
+    assert counts_of(new) == [50, 50, 50]
+    # 600: b is capped at 80; the other 520 split evenly between a and c: 260, 260.
+    new = pruning.prune(params, masks.ones_like(params), 600, allocation="balanced_exact",
                         score="random")
-    counts = [int(new[k]["kernel"].sum()) for k in ("a", "b", "c")]
-    assert counts[1] == 80 and sum(counts) == 600 and abs(counts[0] - counts[2]) <= 1
+    assert counts_of(new) == [260, 80, 260]
 
 
-def test_erk_gives_small_layers_higher_density():
+def test_exact_erk_hands_the_excess_on():
     rng = np.random.default_rng(2)
     params = random_tree(rng)
-    new = pruning.prune(params, masks.ones_like(params), 200, allocation="erk", score="random")
+    # Standard ERK shares ~ sum of dims: a 18, b 18, c 69 (105). 210 = 2 * 105: 36, 36, 138.
+    new = pruning.prune(params, masks.ones_like(params), 210, allocation="erk_exact",
+                        score="random")
+    assert counts_of(new) == [36, 36, 138]
+    # 470: 470 * 18/105 = 80.57 for b exceeds its 80; the remaining 390 go 18 : 69 to a and c:
+    # 80.69 and 309.31, floors 80 + 309, the one left over to the larger remainder (a): 81, 309.
+    new = pruning.prune(params, masks.ones_like(params), 470, allocation="erk_exact",
+                        score="random")
+    assert counts_of(new) == [81, 80, 309]
     dens = {k: new[k]["kernel"].mean() for k in ("a", "b", "c")}
-    assert masks.count(new)[0] == 200
     assert dens["b"] > dens["a"]  # (8+10)/80 > (3+3+4+8)/288
+
+
+def test_global_has_no_per_layer_plan():
+    params = random_tree(np.random.default_rng(3))
+    ones = masks.ones_like(params)
+    assert pruning.planned_counts(ones, 300, "global") is None
+    assert pruning.planned_total(ones, 300, "global") == 300
+    with pytest.raises(ValueError, match="unknown allocation"):
+        pruning.planned_counts(ones, 300, "erk_ish")
+    with pytest.raises(ValueError, match="unknown score"):
+        pruning.prune(params, ones, 300, score="snip")
+
+
+# The authors' CIFAR ResNet18 (models/resnet18.py) in their module order, PyTorch shapes
+# (out, in, kh, kw); the classifier is a 1x1 convolution there (builder.conv1x1).
+RESNET18_TORCH = (
+    [(64, 3, 3, 3)] + [(64, 64, 3, 3)] * 4
+    + [(128, 64, 3, 3), (128, 128, 3, 3), (128, 64, 1, 1)] + [(128, 128, 3, 3)] * 2
+    + [(256, 128, 3, 3), (256, 256, 3, 3), (256, 128, 1, 1)] + [(256, 256, 3, 3)] * 2
+    + [(512, 256, 3, 3), (512, 512, 3, 3), (512, 256, 1, 1)] + [(512, 512, 3, 3)] * 2
+    + [(10, 512, 1, 1)])
+
+
+def resnet18_mask():
+    """A mask with the literal shapes above in Flax layout (HWIO; the classifier (in, out))."""
+    def flax_shape(s):
+        return (s[1], s[0]) if s[2:] == (1, 1) and s[:2] == (10, 512) else (s[2], s[3], s[1], s[0])
+    return {f"l{i:02d}": {"kernel": np.ones(flax_shape(s), np.float32)}
+            for i, s in enumerate(RESNET18_TORCH)}
+
+
+def test_resnet18_shapes_are_the_models():
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from lrr_jax import models
+    model = models.create(ml_collections.ConfigDict({"model": "resnet18"}), 10)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                  jnp.zeros((1, 32, 32, 3)), train=False))
+    real = sorted(tuple(x.shape) for x in masks.prunable_leaves(variables["params"]).values())
+    ours = sorted(tuple(x["kernel"].shape) for x in resnet18_mask().values())
+    assert real == ours
+
+
+def test_resnet18_paper_densities_at_0_8():
+    mask = resnet18_mask()
+    sizes = [int(np.prod(s)) for s in RESNET18_TORCH]
+    n_total, n_layers = sum(sizes), len(sizes)
+    assert n_total == 11_164_352
+    target = masks.scheduled_count(n_total, 0.2, 1)  # round(0.8 * N) = 8,931,482 = d * N
+    # Balanced (Python floats, as their code): X = d*N/L; keep n - int((1 - min(X/n, 1)) * n).
+    x = target / n_layers
+    balanced = [n - int((1 - min(x / n, 1.0)) * n) for n in sizes]
+    # ERK: C = d*N / sum over layers of (sum of dims); keep n - int((1 - clamp(C*dims/n)) * n).
+    c = target / sum(sum(s) for s in RESNET18_TORCH)
+    erk = [n - int((1 - min(max(c * sum(s) / n, 0.0), 1.0)) * n)
+           for s, n in zip(RESNET18_TORCH, sizes)]
+    names = [f"l{i:02d}/kernel" for i in range(n_layers)]
+    assert pruning.planned_counts(mask, target, "balanced") == dict(zip(names, balanced))
+    assert pruning.planned_counts(mask, target, "erk") == dict(zip(names, erk))
+    # The nominal 0.8 density measures 0.369 (balanced) and 0.569 (ERK).
+    assert round(pruning.planned_total(mask, target, "balanced") / n_total, 4) == 0.3685
+    assert round(pruning.planned_total(mask, target, "erk") / n_total, 4) == 0.5692
+    # Balanced: X = 8,931,482 / 21 = 425,308.67. Every layer smaller than that (stem, layer1,
+    # layer2, layer3's first conv and shortcut, layer4's shortcut, classifier) stays dense;
+    # the 3x3 convs of 256 and 512 channels keep 425,309 (the pruned count is truncated).
+    assert balanced[:10] == sizes[:10] and balanced[-1] == 5_120
+    assert balanced[-2] == 2_359_296 - int((1 - x / 2_359_296) * 2_359_296) == 425_309
+
+
+def test_resnet18_erk_counts_in_float32():
+    # The authors' ERK runs on float32 torch tensors. At d = 0.8^6 (target 2,926,668) the
+    # layer4 3x3 convs (512*512*9 = 2,359,296 weights, dims 1030) get density
+    # C * 1030 / 2359296 with C = 2926668 / 9275 = 315.5437...; in float64 the pruned count
+    # (1 - 0.1377572086) * 2359296 = 2034285.97 truncates to 2034285 (keep 325,011), but
+    # in float32 1 - density = 0.8622428 and the product rounds to 2034286.0: keep 325,010.
+    mask = resnet18_mask()
+    target = masks.scheduled_count(11_164_352, 0.2, 6)
+    assert target == 2_926_668
+    counts = pruning.planned_counts(mask, target, "erk")
+    big = [i for i, s in enumerate(RESNET18_TORCH) if s == (512, 512, 3, 3)]
+    assert [counts[f"l{i:02d}/kernel"] for i in big] == [325_010] * 3
 
 
 def test_scheduled_count():

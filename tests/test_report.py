@@ -1,119 +1,32 @@
-"""Reports from hand-written run directories: discovery, figures, summary.md, CLI errors."""
+"""Reports from hand-written run directories: discovery, labels, summary.md, CLI errors."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import struct
+import shutil
+import subprocess
 import sys
 import types
 
 import pytest
+from report_fixtures import (
+    BASE_ACC,
+    LEVELS,
+    STEPS_AFTER_LAST_FLIP,
+    acc,
+    make_fake_runs,
+    result_rows,
+    write_run,
+)
 
-from lrr_jax import report
-from lrr_jax.reporting import figures, runs, summary
+from lrr_jax import report, schema
+from lrr_jax.reporting import discover, series, stats, summary
 
-COLUMNS = ("method, level, replica, seed, perturb_prob, density, test_acc, best_test_acc, "
-           "test_loss, train_loss, train_acc, sign_flip_frac_vs_init, sign_flip_frac_vs_prev, "
-           "mask_source, sign_source, pruning, epochs, wall_seconds").split(", ")
-FLIP_COLUMNS = ("method", "level", "replica", "layer", "reference", "flip_frac", "n_unpruned")
-LAYERS = ("params/Conv_0/kernel", "params/layer1_0/Conv_0/kernel",
-          "params/layer1_0/Conv_1/kernel", "params/Dense_0/kernel")
-BASE_ACC = {"imp": 0.90, "wr": 0.91, "lrr": 0.92}
-LEVELS = 4
-
-
-def acc(base: float, level: int, replica: int, p: float = 0.0) -> float:
-    return round(base - 0.005 * level + 0.01 * replica - 0.02 * p * level, 6)
-
-
-def write_csv(path, columns, rows):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c, "") for c in columns})
-
-
-def result_rows(method, base, replicas=((0, 0.0), (1, 0.0)), flips=None, **extra):
-    """LEVELS levels x replicas ((replica, perturb_prob) pairs) of results rows."""
-    rows = []
-    flips = flips or {"lrr": 0.3, "wr": 0.1, "imp": 0.02}[method]
-    for level in range(LEVELS):
-        for replica, p in replicas:
-            a = acc(base, level, replica % 2, p)
-            rows.append(dict(
-                method=method, level=level, replica=replica, seed=replica % 2, perturb_prob=p,
-                density=0.8 ** level, test_acc=a, best_test_acc=a + 0.002,
-                test_loss=0.3 + 0.01 * level, train_loss=0.01, train_acc=0.999,
-                sign_flip_frac_vs_init=0.0 if level == 0 else flips + 0.01 * level,
-                sign_flip_frac_vs_prev="" if level == 0 else flips / level,
-                pruning="global", epochs=2, wall_seconds=1.5, **extra))
-    return rows
-
-
-def flip_rows(method, replicas=(0, 1)):
-    rows = []
-    for level in range(1, LEVELS):
-        for replica in replicas:
-            for i, layer in enumerate(LAYERS):
-                for ref in ("init", "prev"):
-                    frac = 0.05 * (i + 1) * (level if ref == "init" else 1) / LEVELS
-                    rows.append(dict(method=method, level=level, replica=replica, layer=layer,
-                                     reference=ref, flip_frac=frac, n_unpruned=1000 // level))
-    return rows
-
-
-def make_fake_runs(root) -> dict[str, str]:
-    """A multi-method workdir (imp, wr, lrr), a perturbation run and two transfer runs."""
-    root = str(root)
-    multi = os.path.join(root, "multi")
-    os.makedirs(multi)
-    with open(os.path.join(multi, "config.json"), "w") as f:
-        json.dump({"method": "lrr", "methods": "imp,wr,lrr", "dataset": "cifar10",
-                   "model": "resnet18", "sign_transfer": "", "random_mask": False}, f)
-    for method, base in BASE_ACC.items():
-        d = os.path.join(multi, method)
-        os.makedirs(os.path.join(d, "checkpoints"))
-        write_csv(os.path.join(d, "results.csv"), COLUMNS, result_rows(method, base))
-        write_csv(os.path.join(d, "sign_flips.csv"), FLIP_COLUMNS, flip_rows(method))
-    lmc = {"alphas": [i / 10 for i in range(11)],
-           "test_loss": [0.3 + 1.2 * (i / 10) * (1 - i / 10) for i in range(11)],
-           "test_acc": [0.92 - 0.4 * (i / 10) * (1 - i / 10) for i in range(11)],
-           "a": "LRR level 3", "b": "IMP level 3"}
-    with open(os.path.join(multi, "lmc.json"), "w") as f:
-        json.dump(lmc, f)
-
-    perturb = os.path.join(root, "perturb")
-    os.makedirs(perturb)
-    with open(os.path.join(perturb, "config.json"), "w") as f:
-        json.dump({"method": "lrr", "methods": "", "perturb_probs": "0,0.1,0.3",
-                   "dataset": "cifar10", "model": "resnet18"}, f)
-    replicas = [(i, p) for i, p in enumerate((0.0, 0.0, 0.1, 0.1, 0.3, 0.3))]
-    write_csv(os.path.join(perturb, "results.csv"), COLUMNS,
-              result_rows("lrr", 0.92, replicas=replicas))
-
-    lrr_dir = os.path.join(multi, "lrr")
-    for name, method, base, flips, extra in (
-            ("wr_lrr_mask", "wr", 0.917, 0.15, {"mask_source": lrr_dir}),
-            ("imp_lrr_signs", "imp", 0.912, 0.05, {"sign_source": lrr_dir})):
-        d = os.path.join(root, name)
-        os.makedirs(d)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump({"method": method, "dataset": "cifar10", "model": "resnet18",
-                       "sign_transfer": "source_signs" if "sign_source" in extra else "",
-                       **extra}, f)
-        write_csv(os.path.join(d, "results.csv"), COLUMNS,
-                  result_rows(method, base, flips=flips, **extra))
-    return {"root": root, "multi": multi, "perturb": perturb}
-
-
-def png_size(path) -> tuple[int, int]:
-    with open(path, "rb") as f:
-        head = f.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", head[16:24])
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPECTED_LABELS = [
+    "IMP", "IMP + LRR mask & signs", "IMP + random mask (balanced)", "WR", "WR + LRR mask",
+    "LRR", "LRR + random mask (balanced)", "LRR (p=0)", "LRR (p=0.1)", "LRR (p=0.3)"]
 
 
 @pytest.fixture(scope="module")
@@ -126,97 +39,144 @@ def built(tmp_path_factory):
 
 
 def test_read_typed_rows(tmp_path):
-    d = make_fake_runs(tmp_path)["multi"]
-    rows = runs.read_csv(os.path.join(d, "lrr", "results.csv"))
-    assert rows[0]["level"] == 0 and isinstance(rows[0]["level"], int)
-    assert isinstance(rows[0]["density"], float) and rows[0]["test_acc"] == pytest.approx(0.92)
-    assert rows[0]["sign_flip_frac_vs_prev"] is None and rows[0]["mask_source"] is None
-    assert rows[0]["method"] == "lrr" and rows[0]["epochs"] == 2
+    run = discover.load_run(make_fake_runs(tmp_path)["lrr"])
+    row = run.rows[0]
+    assert row["level"] == 0 and isinstance(row["level"], int)
+    assert isinstance(row["density"], float) and row["test_acc"] == pytest.approx(0.92)
+    assert row["sign_flip_frac_vs_prev"] is None and row["mask_source"] is None
+    assert row["method"] == "lrr" and row["epochs"] == 2 and row["score"] == "magnitude"
+    assert run.sign_flips and run.sign_flips[0]["seed"] in (0, 1)
+    assert run.config["dataset"] == "cifar10"  # the parent's config.json
+
+
+def test_old_files_alias_and_flip_identity(tmp_path):
+    """An older results.csv (best_test_acc, no identity in sign_flips.csv) reads the same."""
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "results.csv").write_text("method,level,replica,seed,perturb_prob,density,test_acc,"
+                                   "best_test_acc\nimp,1,0,7,0,0.8,0.9,0.91\n")
+    (d / "sign_flips.csv").write_text("method,level,replica,layer,reference,flip_frac,"
+                                      "n_unpruned\nimp,1,0,Dense_0/kernel,init,0.1,100\n")
+    run = discover.load_run(str(d))
+    assert run.rows[0]["best_epoch_test_acc"] == pytest.approx(0.91)
+    assert run.sign_flips[0]["seed"] == 7  # from the results row of replica 0
+    s = series.make_series([run])
+    assert [x.label for x in s] == ["IMP"]
+    assert stats.aggregate_levels(s[0].rows)[0].best_epoch_test_acc_mean == pytest.approx(0.91)
 
 
 def test_discover_multi_method_and_labels(tmp_path):
     paths = make_fake_runs(tmp_path)
-    found = runs.discover([paths["root"]])
+    found = discover.discover([paths["root"]])
     assert sorted(os.path.relpath(r.path, paths["root"]) for r in found) == sorted(
-        ["multi/imp", "multi/wr", "multi/lrr", "perturb", "wr_lrr_mask", "imp_lrr_signs"])
-    labels = [s.label for s in runs.make_series(found)]
-    assert labels == ["IMP", "IMP + LRR signs", "WR", "WR + LRR mask", "LRR", "LRR (p=0)",
-                      "LRR (p=0.1)", "LRR (p=0.3)"]
-    # The p=0 replicas of the perturbation run are a series of their own (often the same
-    # seeds as the plain run: pooling them would count those runs twice).
-    series = {s.label: s for s in runs.make_series(found)}
-    assert [st.n for st in runs.aggregate_levels(series["LRR"].rows)] == [2] * LEVELS
-    assert series["LRR (p=0)"].perturbation_run and not series["LRR"].perturbation_run
-    assert {s.label: s.kind for s in series.values() if s.kind != "method"} == {
-        "IMP + LRR signs": "sign", "WR + LRR mask": "mask"}
-    groups = runs.study_groups(list(series.values()))
-    assert list(groups) == ["Methods", "Mask transfer", "Sign transfer", "Sign perturbation"]
+        ["multi/imp", "multi/wr", "multi/lrr", "perturb", "wr_lrr_mask", "imp_lrr_signs",
+         "random/imp", "random/lrr"])
+    made = series.make_series(found)
+    assert [s.label for s in made] == EXPECTED_LABELS
+    by_label = {s.label: s for s in made}
+    # The p=0 replicas of the perturbation run are a series of their own.
+    assert [st.n for st in stats.aggregate_levels(by_label["LRR"].rows)] == [2] * LEVELS
+    assert by_label["LRR (p=0)"].perturbation_run and not by_label["LRR"].perturbation_run
+    assert {s.label: s.kind for s in made if s.kind != "method"} == {
+        "IMP + LRR mask & signs": "sign", "IMP + random mask (balanced)": "random",
+        "WR + LRR mask": "mask", "LRR + random mask (balanced)": "random"}
+    groups = series.study_groups(made)
+    assert list(groups) == ["Methods", "Mask transfer", "Sign transfer", "Random masks",
+                            "Sign perturbation"]
     assert [s.label for s in groups["Mask transfer"]] == ["IMP", "WR", "LRR", "WR + LRR mask"]
+    flips = series.flip_rows_by_series(found, made)
+    assert set(flips) == {"IMP", "IMP + LRR mask & signs", "IMP + random mask (balanced)",
+                          "WR", "WR + LRR mask", "LRR", "LRR + random mask (balanced)",
+                          "LRR (p=0)", "LRR (p=0.1)", "LRR (p=0.3)"}
+    assert {r["perturb_prob"] for r in flips["LRR (p=0.3)"]} == {0.3}
 
 
-def test_labels_random_masks_and_context():
-    def run(path, config, **row):
-        row = {"level": 0, "replica": 0, "density": 1.0, "test_acc": 0.9, **row}
-        return runs.Run(path=path, config=config, rows=[row], sign_flips=[])
+def _run(path, config, **fields):
+    row = {"level": 0, "replica": 0, "density": 1.0, "test_acc": 0.9, "seed": 0,
+           "perturb_prob": 0.0, "pruning": "global", "score": "magnitude", **fields}
+    return discover.Run(path=path, config=config, rows=[row], sign_flips=[])
 
+
+def test_labels_come_from_row_fields_not_strings(tmp_path):
+    # A source directory named 'lrr' whose rows say WR: the rows name it.
+    src = tmp_path / "lrr"
+    write_run(str(src), result_rows("wr", 0.9), flips=False)
     found = [
-        run("a", {"method": "lrr", "dataset": "cifar10"}, method="lrr", pruning="global"),
-        run("b", {"method": "lrr", "dataset": "cifar10", "random_mask": True},
-            method="lrr", pruning="random_balanced"),
-        run("c", {"method": "imp", "dataset": "cifar100"}, method="imp", pruning="global"),
-        run("d", {"method": "lrr", "dataset": "cifar10", "sign_transfer": "init_signs"},
-            method="lrr", pruning="global", perturb_prob=0.3),
+        # An old-style allocation string is an allocation, not a random mask.
+        _run("a", {"method": "lrr", "random_mask": True}, method="lrr",
+             pruning="random_balanced"),
+        # The config's method is context only: the row's method wins.
+        _run("b", {"method": "lrr"}, method="imp", mask_source=str(src)),
+        _run("c", {}, method="lrr", score="random", pruning="erk"),
+        _run("d", {}, method="lrr", sign_transfer="init_signs", perturb_prob=0.3),
+        _run("e", {}, method="imp", mask_source="/gone/c10/lrr"),
     ]
-    labels = [s.label for s in runs.make_series(found)]
-    assert labels == ["IMP [cifar100]", "LRR [cifar10]", "LRR + random mask (balanced) [cifar10]",
-                      "LRR (init signs) (p=0.3) [cifar10]"]
-    assert runs.label_of({"method": "wr", "mask_source": "/runs/c10_lrr/"}) == "WR + c10_lrr mask"
+    labels = [s.label for s in series.make_series(found)]
+    # Allocations differ between these runs, so magnitude-pruned labels name theirs.
+    assert labels == ["IMP + WR mask [global]", "IMP + c10/lrr mask [global]",
+                      "LRR [random_balanced]", "LRR + random mask (erk)",
+                      "LRR (init signs) (p=0.3) [global]"]
+
+
+def test_context_tags_when_runs_differ():
+    found = [_run("a", {"dataset": "cifar10", "lr": 0.1}, method="lrr"),
+             _run("b", {"dataset": "cifar100", "lr": 0.1}, method="lrr"),
+             _run("c", {"dataset": "cifar100", "lr": 0.05}, method="imp"),
+             _run("d", {"dataset": "cifar100"}, method="imp", seed=1)]  # lr unknown: apart
+    made = series.make_series(found)
+    assert [s.label for s in made] == [
+        "IMP [cifar100, lr=0.05]", "IMP [cifar100]", "LRR [cifar10, lr=0.1]",
+        "LRR [cifar100, lr=0.1]"]
+    same = [_run("a", {"dataset": "cifar10"}, method="lrr"),
+            _run("b", {"dataset": "cifar10"}, method="lrr", seed=1)]
+    made = series.make_series(same)
+    assert [s.label for s in made] == ["LRR"] and series.n_text(made[0]) == "n=2"
+    assert series.describe_setting(made) == "CIFAR-10, seeds 0, 1"
 
 
 def test_parent_results_do_not_double_count(tmp_path):
     multi = make_fake_runs(tmp_path)["multi"]
-    combined = [row for m in BASE_ACC for row in result_rows(m, BASE_ACC[m])]
-    write_csv(os.path.join(multi, "results.csv"), COLUMNS, combined)
-    series = runs.make_series(runs.discover([multi]))
-    assert [s.label for s in series] == ["IMP", "WR", "LRR"]
-    assert all(len(s.rows) == 2 * LEVELS for s in series)
+    write_run(multi, [row for m in BASE_ACC for row in result_rows(m, BASE_ACC[m])])
+    made = series.make_series(discover.discover([multi]))
+    assert [s.label for s in made] == ["IMP", "WR", "LRR"]
+    assert all(len(s.rows) == 2 * LEVELS for s in made)
 
 
-def test_report_writes_figures(built):
+def test_report_writes_png_and_pdf(built):
     _, out, rc = built
     assert rc == 0
-    expected = {
-        "accuracy_vs_sparsity.png": figures.ACCURACY_FIGSIZE,
-        "sign_flips.png": figures.SIGN_FLIPS_FIGSIZE,
-        "perturbation.png": figures.PERTURBATION_FIGSIZE,
-        "transfer_masks.png": figures.TRANSFER_FIGSIZE,
-        "transfer_signs.png": figures.TRANSFER_FIGSIZE,
-        "lmc.png": figures.LMC_FIGSIZE,
-        "sign_flips_layers_lrr.png": figures.layer_figsize(len(LAYERS)),
-        "sign_flips_layers_imp.png": figures.layer_figsize(len(LAYERS)),
-        "sign_flips_layers_wr.png": figures.layer_figsize(len(LAYERS)),
-    }
-    for name, figsize in expected.items():
-        path = os.path.join(out, name)
-        assert os.path.getsize(path) > 5000, name
-        assert png_size(path) == figures.pixel_size(figsize), name
+    for stem in ("accuracy_vs_sparsity", "sign_flips", "perturbation", "transfer_masks",
+                 "transfer_signs", "random_masks", "lmc", "sign_flips_layers_lrr",
+                 "sign_flips_layers_imp", "sign_flips_layers_wr"):
+        png, pdf = os.path.join(out, stem + ".png"), os.path.join(out, stem + ".pdf")
+        assert os.path.getsize(png) > 5000, stem
+        with open(pdf, "rb") as f:
+            assert f.read(5) == b"%PDF-", stem
+    # Transfer variants and perturbation runs get no per-layer figure of their own.
+    assert not [n for n in os.listdir(out) if n.startswith("sign_flips_layers_lrr_")]
 
 
 def test_summary_numbers(built):
     _, out, _ = built
     text = open(os.path.join(out, "summary.md")).read()
-    # IMP at level 3: replicas 0.885 and 0.895 -> 89.00 ± 0.71 (sample std 0.01 / sqrt(2)).
+    # IMP at level 3: seeds 0.885 and 0.895 -> 89.00 ± 0.71 (sample std 0.01 / sqrt(2)).
     assert "89.00 ± 0.71" in text
-    # LRR at level 3: 0.905 and 0.915; the perturbation run's p=0 replicas are apart.
     assert "91.00 ± 0.71" in text and "### LRR (p=0)" in text
-    assert "### Mask transfer" in text and "### Sign perturbation" in text
-    # Sparsity of level 3: 1 - 0.8^3 = 48.80 %.
-    assert "48.80" in text
-    for name in ("accuracy_vs_sparsity.png", "transfer_masks.png", "perturbation.png",
-                 "lmc.png"):
-        assert f"]({name})" in text
-    for label in ("WR + LRR mask", "IMP + LRR signs", "LRR (p=0.3)"):
-        assert f"### {label}" in text
+    for title in ("### Mask transfer", "### Sign transfer", "### Random masks",
+                  "### Sign perturbation"):
+        assert title in text
+    assert "48.80" in text  # sparsity of level 3: 1 - 0.8^3
+    assert "Setting: CIFAR-10, ResNet18, seeds 0, 1." in text
+    assert "mean ± sample std over seeds" in text and "best_acc1" in text
+    assert "best-epoch test acc % (mean)" in text
+    for name in ("accuracy_vs_sparsity", "transfer_masks", "perturbation", "lmc"):
+        assert f"]({name}.png)" in text and f"]({name}.pdf)" in text
+    for label in EXPECTED_LABELS:
+        assert f"### {label}\n" in text
+    # The recovery budget beside the perturbation results.
+    assert "steps after last flip" in text
+    assert f"Recovery budget of the perturbed replicas (training steps after the last sign " \
+           f"flip): level 0: {STEPS_AFTER_LAST_FLIP}" in text
     assert "Loss barrier" in text and "0.3000" in text
 
 
@@ -224,18 +184,41 @@ def test_side_by_side_table_one_column_per_method():
     rows_by_label = {m.upper(): [{"level": lv, "density": 0.8 ** lv, "test_acc": acc(b, lv, r)}
                                  for lv in range(3) for r in range(2)]
                      for m, b in BASE_ACC.items()}
-    table = summary.side_by_side_table(rows_by_label)
-    lines = table.splitlines()
+    lines = summary.side_by_side_table(rows_by_label).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["level", "sparsity %", "IMP (%)", "WR (%)", "LRR (%)"]
     assert len(lines) == 2 + 3
-    assert all(len(line.strip("|").split("|")) == 5 for line in lines)
     assert lines[2 + 1].rstrip(" |").endswith("92.00 ± 0.71")  # LRR at level 1: 0.915, 0.925
     assert "20.00" in lines[2 + 1]
-    # Strings (as a CSV reader gives them) and single replicas work too.
     one = summary.side_by_side_table({"LRR": [{"level": "0", "density": "1.0",
                                                "test_acc": "0.9"}]})
     assert "90.00" in one and "±" not in one
+
+
+def test_loop_table_with_new_columns(tmp_path):
+    """As the training loop calls it: {method: rows of the new schema}, printed per level."""
+    paths = make_fake_runs(tmp_path)
+    rows = schema.read_csv(os.path.join(paths["perturb"], "results.csv"))
+    plain = schema.read_csv(os.path.join(paths["lrr"], "results.csv"))
+    split = summary.by_replica_setting({"lrr": rows, "imp": plain})
+    assert list(split) == ["lrr p=0", "lrr p=0.1", "lrr p=0.3", "imp"]
+    assert split["imp"] is plain
+    assert {r["seed"] for r in split["lrr p=0.1"]} == {0, 1} and len(split["lrr p=0.1"]) == 8
+    text = summary.side_by_side_table(split)
+    lines = text.splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")][2:] == [
+        "lrr p=0 (%)", "lrr p=0.1 (%)", "lrr p=0.3 (%)", "imp (%)"]
+    assert len([line for line in lines if line.startswith("| ")]) == 1 + LEVELS
+    # Level 3, p=0.3: 0.92 - 0.015 - 0.018 + {0, 0.01} -> 89.20 ± 0.71.
+    assert "89.20 ± 0.71" in lines[2 + 3]
+    assert lines[-1] == ("Recovery budget of the perturbed replicas (training steps after the "
+                         "last sign flip): " + ", ".join(
+                             f"level {lv}: {STEPS_AFTER_LAST_FLIP}" for lv in range(LEVELS))
+                         + ".")
+    # Other identity fields that differ within a method name themselves.
+    mixed = plain + [dict(r, sign_transfer="init_signs") for r in plain]
+    assert list(summary.by_replica_setting({"lrr": mixed})) == [
+        "lrr sign_transfer=", "lrr sign_transfer=init_signs"]
 
 
 def test_theory_figure_called_when_present(tmp_path, monkeypatch):
@@ -257,7 +240,7 @@ def test_theory_figure_called_when_present(tmp_path, monkeypatch):
 
 
 def test_theory_module_missing_is_skipped(tmp_path, monkeypatch, capsys):
-    lrr = os.path.join(make_fake_runs(tmp_path)["multi"], "lrr")
+    lrr = make_fake_runs(tmp_path)["lrr"]
     (tmp_path / "theory").mkdir()
     with open(tmp_path / "theory" / "theory.json", "w") as f:
         json.dump({}, f)
@@ -273,24 +256,65 @@ def test_no_run_is_an_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no run found") and "\n" not in err
-    write_csv(tmp_path / "empty" / "sub" / "results.csv", COLUMNS, [])  # header only
+    write_run(str(tmp_path / "empty" / "sub"), [], flips=False)  # header only
     assert report.main([str(tmp_path / "empty")]) == 2
     assert report.main([str(tmp_path / "missing")]) == 2
     assert not os.path.exists(tmp_path / "empty" / "report")
 
 
-def test_theory_success_rates_in_summary(tmp_path, monkeypatch):
-    theory = {"d": 10, "num_inits": 100, "init": "balanced", "imp_success_rate": 0.254,
-              "lrr_success_rate": 0.505, "dense_success_rate": 0.505, "mask_correct_rate": 1.0,
-              "other_init": {"init": "independent", "imp_success_rate": 0.3,
-                             "lrr_success_rate": 0.77},
-              "d1": {"quadrants": {"w0>0,a0>0": {"count": 25, "success_rate": 1.0}}}}
-    with open(tmp_path / "theory.json", "w") as f:
-        json.dump(theory, f)
-    monkeypatch.setitem(sys.modules, "lrr_jax.reporting.theory_figure", None)
-    assert report.main([str(tmp_path)]) == 0
-    text = open(tmp_path / "report" / "summary.md").read()
-    assert "## Single hidden neuron: d = 10, 100 initializations" in text
-    assert "| balanced    |       0.254 |       0.505 |" in text
-    assert "| independent |       0.300 |       0.770 |             - |" in text
-    assert "| w0>0,a0>0 |    25 |   1.000 |" in text
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "lrr_jax.report", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_line_error(proc, path):
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("error: cannot write the report into ") and path in err, err
+
+
+def test_unwritable_output_is_one_line_exit_2(tmp_path):
+    """Through the entry point. A path under a regular file cannot be created, even by root."""
+    lrr = make_fake_runs(tmp_path)["lrr"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    out = str(blocker / "out")
+    _assert_one_line_error(_cli(lrr, "--out", out), out)
+    # A writable folder, but a figure's path is taken by a directory: one line too.
+    taken = tmp_path / "taken"
+    (taken / "accuracy_vs_sparsity.png").mkdir(parents=True)
+    proc = _cli(lrr, "--out", str(taken))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: cannot write {taken / 'accuracy_vs_sparsity.png'}: Is a directory")
+    if os.geteuid() != 0:  # chmod stops only non-root users
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            _assert_one_line_error(_cli(lrr, "--out", str(locked)), str(locked))
+        finally:
+            locked.chmod(0o700)
+
+
+def test_read_only_mount_is_one_line_exit_2(tmp_path):
+    """A read-only bind mount (EROFS), where this machine allows one (root in a user namespace)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    lrr = make_fake_runs(tmp_path)["lrr"]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            f"mount --bind -o ro {ro} {ro} && ! touch {ro}/x 2>/dev/null"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no read-only bind mount here: {probe.stderr.strip()[:200]}")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = str(ro / "report")
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$1" -m '
+         'lrr_jax.report "$2" --out "$3"', str(ro), sys.executable, lrr, out],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    _assert_one_line_error(proc, out)
+    assert "Read-only file system" in proc.stderr

@@ -3,8 +3,22 @@
 Every dataset comes back in one shape so the trainer never branches on where
 it came from: uint8 NHWC images (CIFAR-10/100, Tiny ImageNet) or float32
 (N, D) vectors (MNIST-1D, digits), int32 labels, and float32 normalization
-statistics computed on the full training split. Normalization and
-augmentation happen on device (`lrr_jax.data.augment`).
+statistics. Normalization and augmentation happen on device
+(`lrr_jax.data.augment`).
+
+Normalization (`config.normalization`): 'paper' (default) uses the authors'
+fixed constants for the image datasets (`PAPER_STATISTICS`: their CIFAR-10,
+CIFAR-100 and ImageNet mean/std); 'data' computes per-channel statistics on
+the full training split. The vector datasets always use their data's.
+
+Tiny ImageNet at `config.tiny_imagenet_resolution` 224 (default, the
+authors' pipeline): the train split stays 64x64 and is upsampled per example
+on device by `augment.random_resized_crop_flip`; the test split is
+`augment.resize_center_crop`'d (Resize 256 + CenterCrop 224) here, once, so
+`test_x` is (N, 224, 224, 3). 64 keeps both at 64x64 (pad-8 crop + flip).
+
+CIFAR and Tiny ImageNet say their split sizes and source on stderr (one line)
+and warn when the sizes are not the real dataset's.
 
 Loaders are imported lazily so that, e.g., an MNIST-1D run never imports
 tensorflow_datasets.
@@ -17,6 +31,14 @@ import numpy as np
 from lrr_jax import errors
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet")
+NORMALIZATIONS = ("paper", "data")
+# The authors' fixed per-channel (mean, std) on the 0..1 scale (imp-lrr-lts
+# data/cifar10.py: CIFAR10, CIFAR100, TinyImagenet's ImageNet constants).
+PAPER_STATISTICS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
+    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 # Stds below this (constant features, e.g. the digits' always-blank border
 # pixels) are replaced by 1 so normalization never divides by ~0.
 _MIN_STD = 1e-6
@@ -94,18 +116,26 @@ def load(config) -> Dataset:
 
     Args:
         config: ml_collections ConfigDict (or anything with `.get`). Reads
-            `dataset` and, depending on it, `data_dir`, `cifar_archive`,
-            `download`, `tiny_imagenet_dir`, `train_limit`, `test_limit`.
+            `dataset`, `normalization` and, depending on the dataset,
+            `data_dir`, `cifar_archive`, `download`, `tiny_imagenet_dir`,
+            `tiny_imagenet_resolution`, `augment`, `train_limit`, `test_limit`.
+            Paths have `~` and `$VAR` expanded.
 
     Returns:
-        A `Dataset`; `mean`/`std` come from the full train split, before the
-        limits are applied.
+        A `Dataset`; with normalization 'data', `mean`/`std` come from the
+        full train split, before the limits are applied.
 
     Raises:
-        ConfigError: For an unknown dataset, or one that is not available and
-            cannot be prepared offline (the message says how to prepare it).
+        ConfigError: For an unknown dataset or normalization, or a dataset
+            that is not available and cannot be prepared offline (the message
+            says how to prepare it).
     """
     name = config.get("dataset", "")
+    normalization = config.get("normalization", "paper")
+    if normalization not in NORMALIZATIONS:
+        raise errors.ConfigError(
+            "normalization", f"unknown normalization {normalization!r}; expected one of "
+            f"{NORMALIZATIONS}")
     if name in ("mnist1d", "digits"):
         from lrr_jax.data import embedded
 
@@ -121,9 +151,16 @@ def load(config) -> Dataset:
         arrays, num_classes = tiny_imagenet.load_arrays(config)
     else:
         raise errors.ConfigError("dataset", f"unknown dataset {name!r}; expected one of {DATASETS}")
-    mean, std = _statistics(arrays["train_x"])
+    if normalization == "paper" and name in PAPER_STATISTICS:
+        mean, std = (np.asarray(v, np.float32) for v in PAPER_STATISTICS[name])
+    else:
+        mean, std = _statistics(arrays["train_x"])
     train_x, train_y = _limit(config, "train_limit", arrays["train_x"], arrays["train_y"])
     test_x, test_y = _limit(config, "test_limit", arrays["test_x"], arrays["test_y"])
+    if name == "tiny_imagenet" and tiny_imagenet.resolution(config) == 224:
+        from lrr_jax.data import augment
+
+        test_x = augment.resize_center_crop_host(test_x)
     return Dataset(
         train_x=train_x,
         train_y=train_y.astype(np.int32),

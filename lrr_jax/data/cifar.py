@@ -14,9 +14,18 @@ Where the data comes from, in order (`load_arrays`):
 2. `config.cifar_archive` names a local `cifar-10-binary.tar.gz` /
    `cifar-100-binary.tar.gz` -> prepare from it offline, then read;
 3. `config.download` -> let TFDS's download manager fetch the official tarball
-   (checksum-verified against TFDS's registered checksums);
+   (checksum-verified against TFDS's registered checksums), after a plain
+   socket connect to the download host has answered within a few seconds:
+   offline, TFDS would retry for minutes and print chained tracebacks, so an
+   unreachable host is one `ConfigError('download', ...)` instead
+   (`probe_download_host`; `LRR_JAX_DOWNLOAD_PROBE=host:port` overrides the
+   host probed, for tests);
 4. otherwise raise `ConfigError('dataset', ...)` at once, never touching the
-   network (an offline TFDS download retries for minutes).
+   network.
+
+Paths (`data_dir`, `cifar_archive`) have `~` and `$VAR` expanded (`paths`).
+`SPLIT_SIZES` are the real datasets' split sizes; `size_warning` says when a
+prepared split (a partial or generated archive) differs from them.
 
 Decoding 60000 PNGs through TFDS takes ~25 s, so the decoded arrays are cached
 as an `.npz` keyed by the prepared files' names, sizes and mtimes.
@@ -25,7 +34,11 @@ as an `.npz` keyed by the prepared files' names, sizes and mtimes.
 import hashlib
 import io
 import os
+import socket
+import sys
 import tarfile
+import threading
+import urllib.parse
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -33,7 +46,7 @@ from PIL import Image
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 
 from lrr_jax import errors
-from lrr_jax.data import embedded
+from lrr_jax.data import embedded, paths
 
 _IMAGE_BYTES = 3 * 32 * 32
 # Examples decoded per `__getitems__` call: bounds the list of decoded dicts
@@ -44,6 +57,12 @@ _CACHE_VERSION = 1
 
 ARCHIVE_NAMES = {"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# Examples per split of the real datasets (both CIFARs: 50,000 train, 10,000 test).
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+# Environment variable 'host:port' replacing the download host that is probed.
+PROBE_ENV = "LRR_JAX_DOWNLOAD_PROBE"
+# Seconds the probe waits for a TCP connection (DNS lookup included).
+PROBE_TIMEOUT_S = 3.0
 
 
 def _encode_png(image: np.ndarray) -> bytes:
@@ -192,6 +211,50 @@ def builder(kind: str, data_dir: str | None = None, archive: str | None = None):
     return _BUILDERS[kind](data_dir=data_dir or None, archive=archive or None)
 
 
+def _probe_target(url: str) -> tuple[str, int]:
+    """(host, port) to probe before downloading `url`: $LRR_JAX_DOWNLOAD_PROBE or the URL's."""
+    override = os.environ.get(PROBE_ENV, "").strip()
+    if override:
+        host, _, port = override.rpartition(":")
+        return host.strip("[]"), int(port)
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def probe_download_host(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fails fast when the host serving `url` cannot be reached.
+
+    One TCP connect (DNS lookup included) in a daemon thread, waited for at
+    most `timeout` seconds, so a hanging resolver cannot stall either.
+
+    Raises:
+        ConfigError: ('download') naming the host and how to prepare offline.
+    """
+    host, port = _probe_target(url)
+    outcome: list = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if outcome and outcome[0] is None:
+        return
+    reason = f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else "no answer"
+    raise errors.ConfigError(
+        "download",
+        f"cannot reach {host}:{port} within {timeout:g} s ({reason}), so {url} cannot be "
+        "downloaded from this machine; copy the tarball here and pass "
+        "--config.cifar_archive=/path/to/it (or run python -m lrr_jax.data.prepare "
+        "--archive=...)",
+    )
+
+
 def prepare(
     kind: str, data_dir: str | None = None, archive: str | None = None, download: bool = False
 ):
@@ -199,17 +262,22 @@ def prepare(
 
     Args:
         kind: 'cifar10' or 'cifar100'.
-        data_dir: TFDS data dir; None or '' means TFDS's default.
-        archive: Local official binary tarball; takes precedence over `download`.
-        download: Whether TFDS may download the tarball when `archive` is not given.
+        data_dir: TFDS data dir; None or '' means TFDS's default. `~` and
+            environment variables are expanded.
+        archive: Local official binary tarball (expanded likewise); takes
+            precedence over `download`.
+        download: Whether TFDS may download the tarball when `archive` is not
+            given (after `probe_download_host` answered).
 
     Returns:
         The prepared builder.
 
     Raises:
         ConfigError: ('cifar_archive') for a missing or malformed archive;
-            ('dataset') when there is neither an archive nor permission to download.
+            ('dataset') when there is neither an archive nor permission to
+            download; ('download') when the download host cannot be reached.
     """
+    data_dir, archive = paths.expand(data_dir) or None, paths.expand(archive) or None
     b = builder(kind, data_dir, archive)
     if b.is_prepared():
         return b
@@ -217,6 +285,8 @@ def prepare(
         raise errors.ConfigError("cifar_archive", f"{archive} does not exist or is not a file")
     if not archive and not download:
         raise errors.ConfigError("dataset", _not_prepared_message(kind, b.data_dir_root))
+    if not archive:
+        probe_download_host(b._cifar_info.url)
     b.download_and_prepare(
         file_format="array_record",
         # GCS lookups are off by default in TFDS 4.9.10; pinned off so an
@@ -224,6 +294,22 @@ def prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False),
     )
     return b
+
+
+def split_sizes(b) -> dict[str, int]:
+    """{'train': n, 'test': n} of a prepared builder, from its metadata (no decoding)."""
+    return {split: int(b.info.splits[split].num_examples) for split in ("train", "test")}
+
+
+def size_warning(kind: str, sizes: dict[str, int]) -> str | None:
+    """A one-line warning when the split sizes are not the real dataset's, else None."""
+    if all(sizes.get(k) == n for k, n in SPLIT_SIZES.items()):
+        return None
+    return (
+        f"warning: data: {kind} has {sizes.get('train')} train / {sizes.get('test')} test "
+        f"examples, not {kind}'s {SPLIT_SIZES['train']:,} / {SPLIT_SIZES['test']:,}: a "
+        "partial or generated archive? Results are not comparable with the paper's"
+    )
 
 
 def _not_prepared_message(kind: str, data_dir: str) -> str:
@@ -309,14 +395,23 @@ def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
 def load_arrays(config, kind: str) -> dict[str, np.ndarray]:
     """Returns CIFAR arrays, preparing the dataset first if allowed (see module doc).
 
+    Prints one line on stderr with the split sizes and where they come from,
+    and a warning line when they are not CIFAR's 50,000 / 10,000.
+
     Args:
         config: Reads `data_dir`, `cifar_archive`, `download`.
         kind: 'cifar10' or 'cifar100'.
     """
     b = prepare(
         kind,
-        data_dir=config.get("data_dir", "") or None,
-        archive=config.get("cifar_archive", "") or None,
+        data_dir=paths.config_path(config, "data_dir") or None,
+        archive=paths.config_path(config, "cifar_archive") or None,
         download=bool(config.get("download", False)),
     )
+    sizes = split_sizes(b)
+    print(f"data: {kind} train {sizes['train']}, test {sizes['test']} (from {b.data_dir})",
+          file=sys.stderr, flush=True)
+    warning = size_warning(kind, sizes)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return read(b, cache_dir=embedded.cache_dir(config))

@@ -21,8 +21,14 @@ _MNIST1D_CACHE_VERSION = 1
 
 
 def cache_dir(config) -> str:
-    """Directory for generated/decoded array caches: `config.data_dir` or ~/.cache/lrr_jax."""
-    return config.get("data_dir", "") or os.path.join(os.path.expanduser("~"), ".cache", "lrr_jax")
+    """Directory for generated/decoded array caches: `config.data_dir` or ~/.cache/lrr_jax.
+
+    `~` and environment variables in `data_dir` are expanded (`paths.expand`).
+    """
+    from lrr_jax.data import paths
+
+    return paths.config_path(config, "data_dir") or os.path.join(
+        os.path.expanduser("~"), ".cache", "lrr_jax")
 
 
 def load_npz(path: str) -> dict[str, np.ndarray] | None:

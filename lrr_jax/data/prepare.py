@@ -7,6 +7,11 @@ Usage:
 
 Afterwards `--config.dataset=cifar10 --config.data_dir=/path/tfds` reads it
 without network access (and `tfds.data_source('cifar10', data_dir=...)` does too).
+
+Path flags may start with `~` or hold `$VAR`s even after `=` (where the shell
+leaves them alone): they are expanded here. `--download` first checks that the
+download host answers (a few seconds) and otherwise fails with one line. A
+prepared split whose size is not CIFAR's 50,000 / 10,000 gets a warning.
 """
 
 import argparse
@@ -15,6 +20,7 @@ import sys
 import time
 
 from lrr_jax import errors
+from lrr_jax.data import paths
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -25,9 +31,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--archive",
         default="",
+        type=paths.expand,
         help="cifar-10-binary.tar.gz / cifar-100-binary.tar.gz to prepare from",
     )
-    parser.add_argument("--data_dir", default="", help="TFDS data dir ('' = TFDS default)")
+    parser.add_argument(
+        "--data_dir", default="", type=paths.expand, help="TFDS data dir ('' = TFDS default)"
+    )
     parser.add_argument(
         "--download",
         action="store_true",
@@ -55,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.dataset} {b.version} is prepared in {b.data_dir} ({time.time() - start:.1f} s)")
     for split, info in sorted(b.info.splits.items()):
         print(f"  {split}: {info.num_examples} examples")
+    warning = cifar.size_warning(args.dataset, cifar.split_sizes(b))
+    if warning:
+        print(warning, file=sys.stderr)
     for name in sorted(os.listdir(b.data_dir)):
         size = os.path.getsize(os.path.join(b.data_dir, name))
         print(f"  {name}  {size:,} bytes")

@@ -7,6 +7,11 @@ Layout read (as unpacked from the official zip):
     <dir>/val/images/*.JPEG                      10000 images, the test split here
 (`test/` has no labels and is ignored.)
 
+The folder path has `~` and `$VAR` expanded. `load_arrays` says the split
+sizes on stderr and warns when they are not 100,000 / 10,000.
+`resolution(config)` is the input size the model sees (224, the authors'
+upsampling, or the native 64); see `lrr_jax.data.augment`.
+
 Class indices follow the sorted wnids, the order torchvision's `ImageFolder`
 assigns, so labels match PyTorch reference code. Decoding the 110000 JPEGs
 takes minutes, so the arrays are cached as `.npz` (keyed by the folder's path
@@ -16,14 +21,18 @@ and its files' names and sizes).
 import concurrent.futures
 import hashlib
 import os
+import sys
 
 import numpy as np
 from PIL import Image
 
 from lrr_jax import errors
-from lrr_jax.data import embedded
+from lrr_jax.data import embedded, paths
 
 SIZE = 64
+# Examples per split of the real dataset (train; val, the test split here).
+SPLIT_SIZES = {"train": 100_000, "test": 10_000}
+RESOLUTIONS = (224, 64)
 # Bump when the cached array layout changes.
 _CACHE_VERSION = 1
 
@@ -84,24 +93,50 @@ def _decode(path: str) -> np.ndarray:
     return array
 
 
-def _decode_all(paths: list[str]) -> np.ndarray:
+def _decode_all(files: list[str]) -> np.ndarray:
     """Decodes images in a thread pool (PIL releases the GIL while decoding)."""
-    out = np.empty((len(paths), SIZE, SIZE, 3), np.uint8)
+    out = np.empty((len(files), SIZE, SIZE, 3), np.uint8)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, array in enumerate(pool.map(_decode, paths, chunksize=64)):
+        for i, array in enumerate(pool.map(_decode, files, chunksize=64)):
             out[i] = array
     return out
 
 
-def _fingerprint(root: str, paths: list[str]) -> str:
+def _fingerprint(root: str, files: list[str]) -> str:
     h = hashlib.sha256(f"v{_CACHE_VERSION}:{os.path.abspath(root)}".encode())
-    for p in paths:
+    for p in files:
         try:
             size = os.path.getsize(p)
         except OSError as e:
             raise errors.ConfigError("tiny_imagenet_dir", f"cannot read {p}: {e}") from e
         h.update(f"{os.path.relpath(p, root)}:{size};".encode())
     return h.hexdigest()[:16]
+
+
+def resolution(config) -> int:
+    """`config.tiny_imagenet_resolution` (default 224) after checking it.
+
+    Raises:
+        ConfigError: ('tiny_imagenet_resolution') for a value not in RESOLUTIONS, or 224
+            with `augment` off (the upsampling of the train images is part of the augmentation).
+    """
+    value = config.get("tiny_imagenet_resolution", 224)
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        value = None
+    if value not in RESOLUTIONS:
+        raise errors.ConfigError(
+            "tiny_imagenet_resolution",
+            f"must be 224 (the paper code's upsampling) or 64 (native), got "
+            f"{config.get('tiny_imagenet_resolution')!r}")
+    if value == 224 and not config.get("augment", True):
+        raise errors.ConfigError(
+            "tiny_imagenet_resolution",
+            "224 upsamples the train images in the on-device augmentation "
+            "(RandomResizedCrop 224 + flip), which --config.augment=False turns off; use "
+            "--config.tiny_imagenet_resolution=64 without augmentation")
+    return value
 
 
 def load_arrays(config) -> tuple[dict[str, np.ndarray], int]:
@@ -117,7 +152,8 @@ def load_arrays(config) -> tuple[dict[str, np.ndarray], int]:
     Raises:
         ConfigError: ('tiny_imagenet_dir') if the folder is unset, missing or malformed.
     """
-    root = config.get("tiny_imagenet_dir", "")
+    resolution(config)  # a bad value fails before minutes of decoding
+    root = paths.config_path(config, "tiny_imagenet_dir")
     if not root or not os.path.isdir(root):
         raise errors.ConfigError(
             "tiny_imagenet_dir",
@@ -138,4 +174,12 @@ def load_arrays(config) -> tuple[dict[str, np.ndarray], int]:
             "test_y": np.asarray(val_labels, np.int32),
         }
         embedded.save_npz_atomic(cache_path, arrays)
+    sizes = {"train": len(arrays["train_y"]), "test": len(arrays["test_y"])}
+    print(f"data: tiny_imagenet train {sizes['train']}, test {sizes['test']} (from {root})",
+          file=sys.stderr, flush=True)
+    if sizes != SPLIT_SIZES:
+        print(f"warning: data: tiny_imagenet has {sizes['train']} train / {sizes['test']} "
+              f"test examples, not Tiny ImageNet's {SPLIT_SIZES['train']:,} / "
+              f"{SPLIT_SIZES['test']:,}: a partial folder? Results are not comparable with "
+              "the paper's", file=sys.stderr, flush=True)
     return arrays, len(wnids)

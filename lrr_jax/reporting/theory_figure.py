@@ -4,7 +4,8 @@ Left: the d = 1 success map over initial values (w0, a0) with the boundaries
 of the predicted success region w0 > 0 and (a0 > 0 or |a0| < w0). Right: the
 IMP and LRR success rates of the d > 1 experiment (with the dense-training
 and mask-correct rates), per init mode, with counts and the paper's 1/4 and
-1/2 for reference.
+1/2 for reference. Written as a PNG and a vector PDF beside it (same name,
+`.pdf`), with the method colours of every other figure (`style`).
 """
 
 import json
@@ -16,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+
+from lrr_jax.reporting import plotting, style  # noqa: E402
 
 
 def _load(theory):
@@ -47,7 +50,8 @@ def _map_panel(ax, r: dict) -> None:
                 va="center", fontsize=11, bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
     handles, _ = ax.get_legend_handles_labels()
     handles += [Patch(color="#f2d04b", label="success"), Patch(color="#e8a0a0", label="failure")]
-    ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2,
+              fontsize=8, frameon=False)
     ax.set_xlabel("w(0)")
     ax.set_ylabel("a(0)")
     ax.set_title(f"d = 1: success map (boxes: success fraction per quadrant over\n"
@@ -59,7 +63,8 @@ def _bar_panel(ax, r: dict) -> None:
     """IMP vs LRR success rates for d > 1, per init mode."""
     groups = [r] + ([r["other_init"]] if "other_init" in r else [])
     names = [r["init"]] + ([r["other_init"]["init"]] if "other_init" in r else [])
-    bars = (("imp", "IMP (rewind to init)", "#4c72b0"), ("lrr", "LRR (keep trained)", "#dd8452"),
+    imp, lrr = style.method_color("imp"), style.method_color("lrr")
+    bars = (("imp", "IMP (rewind to init)", imp), ("lrr", "LRR (keep trained)", lrr),
             ("mask_correct", "mask correct", "#8c8c8c"))
     n = r["num_inits"]
     width = 0.26
@@ -73,14 +78,15 @@ def _bar_panel(ax, r: dict) -> None:
         for rect, c in zip(rects, counts, strict=True):
             ax.text(rect.get_x() + rect.get_width() / 2, rect.get_height() + 0.01, f"{c}",
                     ha="center", va="bottom", fontsize=7)
-    ax.axhline(0.25, color="#4c72b0", ls=":", lw=1, label="paper: IMP 1/4")
-    ax.axhline(0.5, color="#dd8452", ls=":", lw=1, label="paper: LRR 1/2")
+    ax.axhline(0.25, color=imp, ls=":", lw=1, label="paper: IMP 1/4")
+    ax.axhline(0.5, color=lrr, ls=":", lw=1, label="paper: LRR 1/2")
     ax.set_xticks(x, [f"init: {m}" for m in names])
-    ax.set_ylim(0, 1.3)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel(f"success rate (count of {n} inits above bars)")
     ax.set_title(f"d = {r['d']}: pruning to 1 weight, teacher relu(x_1)\n"
                  f"GD lr {r['lr']}, {r['steps']} steps, n = {r['n_inputs']} inputs", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", ncols=3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3,
+              frameon=False)
 
 
 def plot(theory, out_png: str) -> str:
@@ -88,18 +94,21 @@ def plot(theory, out_png: str) -> str:
 
     Args:
         theory: path to a `theory.json` written by `lrr_jax.theory.run`, or its dict.
-        out_png: where to write the PNG.
+        out_png: where to write the PNG; the PDF goes beside it (`.pdf`).
 
     Returns:
         `out_png`.
     """
     r = _load(theory)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5.2))
-    _map_panel(ax1, r)
-    _bar_panel(ax2, r)
-    fig.suptitle("Single hidden neuron f(x) = a relu(w·x) trained by gradient descent",
-                 fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 6.0), layout="constrained")
+    try:
+        with matplotlib.rc_context({"pdf.fonttype": 42}):
+            _map_panel(ax1, r)
+            _bar_panel(ax2, r)
+            fig.suptitle("Single hidden neuron f(x) = a relu(w·x) trained by gradient descent",
+                         fontsize=11)
+            fig.savefig(out_png, dpi=120)
+            fig.savefig(plotting.pdf_path(out_png))
+    finally:
+        plt.close(fig)
     return out_png

@@ -1,0 +1,76 @@
+"""Markdown tables of a saved `python -m lrr_jax.bench` result (`--render=FILE`); no JAX needed."""
+
+from __future__ import annotations
+
+TARGETS = {"masked_over_dense": "<= 1.03", "vmap_speedup": ">= 8",
+           "prune_seconds": "< 1"}
+
+
+def met(result: dict) -> dict:
+    """Whether each figure with a target meets it (None: not measured)."""
+    def check(name, ok):
+        value = result.get(name)
+        return None if value is None else ok(value)
+
+    return {"masked_over_dense": check("masked_over_dense", lambda v: v <= 1.03),
+            "vmap_speedup": check("vmap_speedup", lambda v: v >= 8),
+            "prune_seconds": check("prune_seconds", lambda v: v < 1.0)}
+
+
+def render_markdown(result: dict) -> str:
+    """Markdown tables of a bench JSON object (`python -m lrr_jax.bench --render=FILE`)."""
+    dev = result["device"]
+    lines = [f"Device: {dev['device_kind']} ({dev['platform']}, {dev['num_devices']} device(s), "
+             f"{dev['host_cpus']} host CPUs), jax {dev['jax']}. Command: `{result['command']}`. "
+             f"Load average at start {result['loadavg_start']}, at end {result['loadavg_end']}; "
+             f"{result['wall_seconds']} s in all.", ""]
+    if result["throughput"]:
+        lines += ["| model | dtype | width | batch | masked img/s | dense img/s | "
+                  "masked step s | masked/dense | compile+first epoch s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in result["throughput"]:
+            m, d = r["masked"], r["dense"]
+            lines.append(f"| {r['model']} | {r['dtype']} | {r['width']} | {r['batch']} | "
+                         f"{m['images_per_second']} | {d['images_per_second']} | "
+                         f"{m['step_seconds']} | {r['masked_over_dense']} | "
+                         f"{m['warmup_seconds_incl_compile']} |")
+        lines.append("")
+    headline = [("masked_over_dense (worst)", result.get("masked_over_dense"),
+                 TARGETS["masked_over_dense"]),
+                ("vmap_speedup", result.get("vmap_speedup"), TARGETS["vmap_speedup"]),
+                ("vmap_runs_speedup", result.get("vmap_runs_speedup"), ""),
+                ("prune_seconds", result.get("prune_seconds"), TARGETS["prune_seconds"]),
+                ("quickstart_seconds", result.get("quickstart_seconds"), ""),
+                ("torch_ratio (lrr_jax / PyTorch time)", result.get("torch_ratio"), "")]
+    lines += ["| measure | value | target |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in headline
+              if value is not None]
+    details = result.get("details", {})
+    if "vmap" in details:
+        v = details["vmap"]
+        lines += ["", f"vmap: {v['replicas']} replicas of {v['model']} on {v['dataset']}, "
+                  f"batch {v['batch']}, {v['epochs']} epochs of {v['steps_per_epoch']} steps: "
+                  f"vmapped {v['vmapped']['median_seconds']} s "
+                  f"({v['vmapped']['gflops_per_second']} GFLOP/s), sequential "
+                  f"{v['sequential']['median_seconds']} s "
+                  f"({v['sequential']['gflops_per_second']} GFLOP/s); one 2048x2048 "
+                  f"matmul: {v['peak_matmul_gflops_per_second']} GFLOP/s, so no same-work "
+                  f"batching can exceed {v['speedup_bound']}x. First-epoch max relative "
+                  f"loss difference, replica vs its sequential run: "
+                  f"{v['first_epoch_max_rel_loss_difference']}."]
+    if "vmap_runs" in details:
+        v = details["vmap_runs"]
+        lines += ["", f"vmap_runs: {v['replicas']} sequential runs ({v['method']}, "
+                  f"{v['levels']} levels x {v['epochs_per_level']} epochs + "
+                  f"{v['warmup_epochs']} warm-up) {v['sequential_seconds']} s vs one run with "
+                  f"{v['replicas']} replicas {v['vmapped_seconds']} s; mean last-level test "
+                  f"accuracy {v['sequential_last_level_mean_test_acc']} vs "
+                  f"{v['vmapped_last_level_mean_test_acc']}."]
+    if "torch" in details and "torch" in details["torch"]:
+        t = details["torch"]
+        lines += ["", f"torch: {t['model']} width {t['width']} batch {t['batch']}, "
+                  f"{t['torch_info']['torch']} on {t['torch_info']['device']} "
+                  f"({t['torch_info']['threads']} threads): PyTorch "
+                  f"{t['torch']['images_per_second']} img/s, lrr_jax "
+                  f"{t['lrr_jax']['images_per_second']} img/s."]
+    return "\n".join(lines) + "\n"
