@@ -42,6 +42,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.test_limit = 0  # use only the first N test examples (0 = all)
     c.augment = True  # random crop (zero padding) + horizontal flip, images only
     c.augment_pad = 4
+    # 'paper': the authors' fixed mean/std (CIFAR-10, CIFAR-100; ImageNet's for Tiny
+    # ImageNet); 'data': per-channel statistics of the train split.
+    c.normalization = "paper"
+    # Tiny ImageNet: 224 = the authors' RandomResizedCrop 224 + flip / Resize 256 +
+    # CenterCrop 224 (on device); 64 = native size with a pad-8 crop + flip.
+    c.tiny_imagenet_resolution = 224
 
     # Model.
     c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
@@ -106,6 +112,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
     c.progress = True  # tqdm progress bars
     c.tensorboard = True
+    c.dry_run = False  # print the plan (replicas, devices, memory, projected time), train nothing
     # Allow a workdir holding a run of a different config: that run's checkpoints, results
     # and TensorBoard files are deleted first (never resumed as this config's).
     c.overwrite = False

@@ -133,11 +133,12 @@ def test_paper_balanced_hand_computed(score):
     new = pruning.prune(params, ones, 400, allocation="balanced", score=score, seed=3)
     assert counts_of(new) == [134, 80, 134]
     assert pruning.planned_total(ones, 400, "balanced") == 348
-    # target 150: X = 50 in every layer (no layer capped): 288 - int(238.0) = 50, 80 - 30, 320 - 270.
+    # target 150: X = 50 in every layer (no layer capped): 288 - int(238.0) = 50,
+    # 80 - int(30.0) = 50, 320 - int(270.0) = 50.
     new = pruning.prune(params, ones, 150, allocation="balanced", score=score, seed=3)
     assert counts_of(new) == [50, 50, 50]
-    # target 100: X = 33.33: a 288 - int(254.67) = 34, b 80 - int(46.67) = 34, c 320 - int(286.67) = 34
-    # (the pruned count is truncated, so each layer keeps one more than X rounded down).
+    # target 100: X = 33.33: a 288 - int(254.67) = 34, b 80 - int(46.67) = 34,
+    # c 320 - int(286.67) = 34 (the pruned count is truncated: each layer keeps ceil(X)).
     assert counts_of(pruning.prune(params, ones, 100, allocation="balanced")) == [34, 34, 34]
 
 

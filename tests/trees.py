@@ -35,7 +35,8 @@ def assert_trees_equal(a, b) -> None:
     for (path, x), (_, y) in zip(la, lb):
         x, y = np.asarray(x), np.asarray(y)
         if x.shape != y.shape or x.dtype != y.dtype:
-            raise AssertionError(f"leaf {path}: shape/dtype {x.shape} {x.dtype} vs {y.shape} {y.dtype}")
+            raise AssertionError(
+                f"leaf {path}: shape/dtype {x.shape} {x.dtype} vs {y.shape} {y.dtype}")
         if not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
             raise AssertionError(f"leaf {path} differs: {x!r} vs {y!r}")
 

@@ -237,7 +237,7 @@ def probe_download_host(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             outcome.append(None)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - any failure means: not reachable
             outcome.append(e)
 
     thread = threading.Thread(target=connect, daemon=True)
