@@ -45,6 +45,7 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if config.experiment == "lmc":
         from lrr_jax import connectivity
         return connectivity.run(config, work_dir)
+    engine.devices(config)  # a config that does not fit the devices: refused before any write
     dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
     c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()})

@@ -33,7 +33,7 @@ import os
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, engine, masks, parallel, signs, train
+from lrr_jax import checkpoints, config_base, engine, masks, parallel, signs, train, workdir
 from lrr_jax.errors import ConfigError
 
 # Fields that decide the parameter shapes and the test set: must agree with this config.
@@ -67,7 +67,7 @@ def _run_config(key: str, run_dir: str, config) -> dict:
     return other
 
 
-def run(config, workdir: str) -> dict:
+def run(config, work_dir: str) -> dict:
     refs = {key: parse_ref(key, config[key]) for key in ("lmc_a", "lmc_b")}
     run_configs = {key: _run_config(key, run_dir, config) for key, (run_dir, _) in refs.items()}
     setup = engine.make(config)
@@ -111,7 +111,7 @@ def run(config, workdir: str) -> dict:
               "barrier_loss": float(np.max(out["loss"]) - max(out["loss"][0], out["loss"][-1])),
               "sign_flip_frac": sum(f for f, _ in per_layer.values()) / max(compared, 1),
               "sign_flips_per_layer": {k: [f, n] for k, (f, n) in per_layer.items()}}
-    os.makedirs(workdir, exist_ok=True)
-    workdir.write_atomic(os.path.join(workdir, "lmc.json"), json.dumps(result, indent=2))
+    os.makedirs(work_dir, exist_ok=True)
+    workdir.write_atomic(os.path.join(work_dir, "lmc.json"), json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "sign_flips_per_layer"}))
     return result

@@ -83,8 +83,8 @@ class Engine:
         return self.backend.put(tree)
 
 
-def make(config) -> Engine:
-    """Load data, choose devices and place the data; raises ConfigError on bad input."""
+def devices(config) -> list:
+    """The devices a run uses; raises ConfigError when the config does not fit them."""
     # Global devices: in a multi-process run (lrr_jax.distributed) the data axis
     # spans every process; with one process these are the local devices.
     devices = jax.devices()
@@ -98,11 +98,17 @@ def make(config) -> Engine:
     if config.batch_size % len(devices):
         raise ConfigError("batch_size", f"{config.batch_size} is not divisible by the "
                           f"{len(devices)} devices")
+    return devices
+
+
+def make(config) -> Engine:
+    """Load data, choose devices and place the data; raises ConfigError on bad input."""
+    devices_used = devices(config)
     dataset = data.load(config)
     if dataset.train_x.shape[0] < config.batch_size:
         raise ConfigError("batch_size", f"{config.batch_size} exceeds the "
                           f"{dataset.train_x.shape[0]} training examples")
-    backend = parallel.Backend(config.parallel, devices)
+    backend = parallel.Backend(config.parallel, devices_used)
     test_x, test_y, test_w, eval_batch = train.pad_for_eval(
         dataset.test_x, dataset.test_y, backend.num_devices, config.eval_batch_size)
     placed = backend.put({"test_x": test_x, "test_y": test_y, "test_w": test_w})

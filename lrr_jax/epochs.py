@@ -44,10 +44,10 @@ def _concat(trees):
 
 
 def _keys(config, reps, level, epoch):
-    import jax.numpy as jnp
+    # Host arrays: placed (replicated) by the program, also across processes.
     if config.data_order == "per_replica":
-        return jnp.stack([replicas.epoch_key(r.seed, level, epoch) for r in reps])
-    return replicas.epoch_key(int(config.seed), level, epoch)
+        return np.stack([np.asarray(replicas.epoch_key(r.seed, level, epoch)) for r in reps])
+    return np.asarray(replicas.epoch_key(int(config.seed), level, epoch))
 
 
 def by_method(reps) -> dict[str, list[int]]:
@@ -152,11 +152,14 @@ def _diverged(p: Phase, epoch: int, train_metrics) -> None:
     bad = [r.name for r, v in zip(p.reps, train_metrics["loss"]) if not np.isfinite(v)]
     store = p.stores[p.reps[0].method]
     kept = max(store.names(), key=checkpoints.order, default=None)
-    where = "warm-up" if p.phase == "warmup" else f"level {p.level}"
+    methods = "/".join(dict.fromkeys(r.method for r in p.reps))
+    where = f"{methods} warm-up" if p.phase == "warmup" else \
+        f"{methods} level {p.level}/{p.config.levels - 1}"
     # An epoch is one compiled scan that returns its mean loss, so the bad step
     # is known to within the epoch (1-based steps from the start of the phase).
     raise TrainingDiverged(
-        f"loss became {train_metrics['loss'].tolist()} in the {where}, epoch {epoch}, at a "
-        f"step in {epoch * spe + 1}..{(epoch + 1) * spe} ({', '.join(bad)}); stopped before "
+        f"loss became {train_metrics['loss'].tolist()} in {where}, epoch {epoch}, at a step "
+        f"in {epoch * spe + 1}..{(epoch + 1) * spe} of the "
+        f"{'warm-up' if p.phase == 'warmup' else 'level'} ({', '.join(bad)}); stopped before "
         f"saving it. The last good checkpoint is kept: "
         f"{store.path(kept) if kept else 'none'}. Lower --config.lr or check the data.")

@@ -68,14 +68,18 @@ def check_rewind(method: str, state, *, level: int, prev, init, point, new_mask,
             return jax.tree.map(np.zeros_like, getter(prev))
         return getter(sources[source])
 
+    words = {"init": "theta_0's", "point": "the rewind point's", "finished": "the finished "
+             "level's", "zeros": "zeros"}
     bn = rewind.is_batchnorm_param(prev.params, prev.batch_stats)
     weights, bn_params = part("weights", lambda s: s.params), part("bn_params", lambda s: s.params)
     params = jax.tree.map(lambda f, w, b: b if f else w, bn, weights, bn_params)
-    _require_equal(f"the weights ({row['weights']}; BN scale/bias {row['bn_params']})",
+    _require_equal(f"the weights and {words[row['weights']]} (BN scale/bias: "
+                   f"{words[row['bn_params']]})",
                    state.params, params, level, method)
-    _require_equal(f"the BatchNorm statistics ({row['batch_stats']})", state.batch_stats,
+    _require_equal(f"the BatchNorm statistics and {words[row['batch_stats']]}",
+                   state.batch_stats,
                    part("batch_stats", lambda s: s.batch_stats), level, method)
-    _require_equal(f"the optimizer state ({row['opt_state']})", state.opt_state,
+    _require_equal(f"the optimizer state and {words[row['opt_state']]}", state.opt_state,
                    part("opt_state", lambda s: s.opt_state), level, method)
 
 
@@ -88,7 +92,7 @@ def check_level(level: int, names: list[str], state, start, prev_mask,
     `prev_mask` is the previous level's mask (None at level 0).
     """
     for r, name in enumerate(names):
-        mask = jax.tree.map(lambda a: a[r], state.mask)
+        mask = jax.tree.map(lambda a, r=r: a[r], state.mask)
         kept, _ = masks.count(mask)
         if expected[r] is not None and kept != expected[r]:
             raise InvariantViolation(

@@ -55,8 +55,7 @@ def level_rows(config, reps, level: int, state, init, prev, outcome) -> tuple[li
             "sign_flip_frac_vs_prev": _round(total(per_prev)) if per_prev else None,
             "epochs": int(config.epochs_per_level),
             "steps_after_last_flip": outcome["steps_after_last_flip"]
-            if r.perturb_prob > 0 else None,
-            "wall_seconds": _round(outcome["seconds"])})
+            if r.perturb_prob > 0 else None})
         for reference, per in (("init", per_init), ("prev", per_prev)):
             for layer, (f, n) in (per or {}).items():
                 flips.append({"level": level, "replica": r.index, **ident, "layer": layer,

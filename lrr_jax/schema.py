@@ -61,7 +61,6 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("epochs", int, "epochs of the level"),
     _c("steps_after_last_flip", int, "training steps between the last sign perturbation and "
        "the level's end (the recovery budget); empty without perturbation"),
-    _c("wall_seconds", float, "wall time of the level (all replicas of the program)"),
 )
 
 SIGN_FLIP_COLUMNS: tuple[Column, ...] = (

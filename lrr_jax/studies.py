@@ -16,7 +16,6 @@ method of this run; replica i of any method here uses the source's replica i.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lrr_jax import checkpoints, config_base, replicas, signs, train
@@ -87,15 +86,15 @@ def perturbation_keys(config, reps, level: int, epoch: int) -> jax.Array:
     split over the replicas of a method, as before data_order existed.
     """
     if config.data_order == "per_replica":
-        return jnp.stack([jax.random.fold_in(replicas.epoch_key(r.seed, level, epoch), 7)
-                          for r in reps])
+        return np.stack([np.asarray(jax.random.fold_in(replicas.epoch_key(r.seed, level, epoch),
+                                                       7)) for r in reps])
     shared = jax.random.fold_in(replicas.epoch_key(int(config.seed), level, epoch), 7)
-    keys = jax.random.split(shared, len(config_base.replica_settings(config)))
-    return keys[jnp.asarray([r.index for r in reps])]
+    keys = np.asarray(jax.random.split(shared, len(config_base.replica_settings(config))))
+    return keys[np.asarray([r.index for r in reps])]
 
 
 def perturb(config, reps, state, level: int, epoch: int, put):
     """`state` (on the devices) with the replicas' signs perturbed before `epoch`."""
     keys = perturbation_keys(config, reps, level, epoch)
-    probs = jnp.asarray([r.perturb_prob for r in reps], jnp.float32)
+    probs = np.asarray([r.perturb_prob for r in reps], np.float32)
     return put(train.perturb_signs(state, keys, probs))

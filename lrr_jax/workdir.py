@@ -92,7 +92,7 @@ def check_workdir(config, run_dir: str) -> bool:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differ[:6])
         raise ConfigError("workdir", f"{run_dir} holds a run of a different config "
                           f"(recorded in {where}): {shown}; use another --workdir or "
-                          "--config.overwrite=True (deletes that run)")
+                          "--config.overwrite=True")
     return False
 
 

@@ -80,10 +80,14 @@ def test_load_level(three_methods):
 def test_resume_after_level_one_gives_identical_results(tmp_path, three_methods):
     workdir, _ = three_methods
     # Stop after levels 0 and 1, then run the same command with all 3 levels.
-    main(tmp_path, *TINY, "--config.methods=lrr", "--config.levels=2")
-    main(tmp_path, *TINY, "--config.methods=lrr")
-    with open(tmp_path / "lrr" / "results.csv") as f, open(workdir / "lrr" / "results.csv") as g:
-        assert f.read() == g.read()
+    # The same 6 replicas in one program: a run of fewer replicas is another program,
+    # equal only up to float summation order.
+    main(tmp_path, *TINY, "--config.levels=2")
+    main(tmp_path, *TINY)
+    for method in ("imp", "wr", "lrr"):
+        with open(tmp_path / method / "results.csv") as f, \
+                open(workdir / method / "results.csv") as g:
+            assert f.read() == g.read(), method
 
 
 def test_cifar10_through_tfds_builder(tmp_path):

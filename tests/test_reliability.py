@@ -205,7 +205,8 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, jax_cac
     out = run_main(tmp_path, jax_cache=jax_cache)
     assert out.returncode == main.EXIT_BAD_INPUT
     line = out.stderr.strip()
-    assert line == (f"error: workdir: {run_dir} holds a run of a different config: "
+    assert line == (f"error: workdir: {run_dir} holds a run of a different config (recorded "
+                    f"in {run_dir / 'config.json'}): "
                     "lr (0.5 -> 0.1), seed (3 -> 0); use another --workdir or "
                     "--config.overwrite=True")  # levels and progress may differ on resume
     assert (run_dir / "results.csv").read_text() == "old\n"  # untouched
@@ -390,19 +391,25 @@ def _mask_with(state, k, from_end=False):
 
 
 def test_density_and_shrinking_mask_invariants(tiny_run):
-    run, init = tiny_run
+    _, init = tiny_run
     _, total = _mask_with(init, 0)
     scheduled = round(0.8 * total)  # level 1 at prune_fraction 0.2
+    names = ["lrr replica 0"]
+
+    def check(level, state, start, prev_mask):
+        invariants.check_level(level, names, state, start, prev_mask,
+                               [round(0.8 ** level * total)])
+
     wrong = init.replace(mask=_mask_with(init, scheduled - 1)[0])
-    with pytest.raises(invariants.InvariantViolation, match="unpruned weights, scheduled"):
-        run.check_invariants(1, wrong, wrong, init.mask, total)
+    with pytest.raises(invariants.InvariantViolation, match="unpruned weights, planned"):
+        check(1, wrong, wrong, init.mask)
     first = init.replace(mask=_mask_with(init, scheduled)[0])
     last = _mask_with(init, scheduled, from_end=True)[0]
-    run.check_invariants(1, first, first, init.mask, total)  # exact and shrunk: fine
+    check(1, first, first, init.mask)  # exact and shrunk: fine
     with pytest.raises(invariants.InvariantViolation, match="the mask grew"):
-        run.check_invariants(1, first, first, last, total)
+        check(1, first, first, last)
     with pytest.raises(invariants.InvariantViolation, match="changed during training"):
-        run.check_invariants(0, init, first, None, total)
+        check(0, init, first, None)
 
 
 # ---- equivalence ------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_wr_on_lrr_masks_uses_them_exactly(base, root):
     c = tiny(transfer.get_config("wr_lrr_mask"), mask_source=base["lrr"])
     campaign.run(c, run_dir)
     for level in range(LEVELS):
-        ours, theirs = workdir.load_level(run_dir, level), workdir.load_level(base["lrr"], level)
+        ours, theirs = workdir_load(run_dir, level), workdir_load(base["lrr"], level)
         assert same_tree(ours["mask"], theirs["mask"]), level
     rows = read_rows(run_dir)
     assert {r["mask_source"] for r in rows} == {base["lrr"]}
@@ -159,14 +159,14 @@ def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, root
     run, like = engine_for(c, "imp", run_dir)
     init, _ = store_of(run).restore("init", like)
     point, _ = store_of(run).restore("rewind", like)
-    theta0 = kernels(workdir.load_level(run_dir, "init")["params"])
+    theta0 = kernels(workdir_load(run_dir, "init")["params"])
     for level in range(1, LEVELS):
         prev, _ = store_of(run).restore(checkpoints.level_name(level - 1), like)
         start = jax.tree.map(lambda a: np.asarray(a)[0], start_of(run, level, prev, init, point))
-        lrr_prev = kernels(workdir.load_level(base["lrr"], level - 1)["params"])
-        lrr_mask = workdir.load_level(base["lrr"], level)["mask"]
+        lrr_prev = kernels(workdir_load(base["lrr"], level - 1)["params"])
+        lrr_mask = workdir_load(base["lrr"], level)["mask"]
         assert same_tree(start.mask, lrr_mask)
-        assert same_tree(start.mask, workdir.load_level(run_dir, level)["mask"])
+        assert same_tree(start.mask, workdir_load(run_dir, level)["mask"])
         for name, w in kernels(start.params).items():
             m = kernels(lrr_mask)[name] > 0
             np.testing.assert_array_equal(
@@ -260,8 +260,8 @@ def test_perturbation_replicas_share_one_program(base, root):
         assert ours["test_acc"] == pytest.approx(float(theirs["test_acc"]), abs=1e-6)
         assert ours["train_loss"] == pytest.approx(float(theirs["train_loss"]), rel=1e-4)
         for a, b in zip(
-                jax.tree.leaves(workdir.load_level(os.path.join(workdir, "lrr"), level)["params"]),
-                jax.tree.leaves(workdir.load_level(base["lrr"], level)["params"]), strict=True):
+                jax.tree.leaves(workdir_load(os.path.join(workdir, "lrr"), level)["params"]),
+                jax.tree.leaves(workdir_load(base["lrr"], level)["params"]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Flips grow with p (vs init, level 1), and p > 0 changes the weights.
     flips = {r["perturb_prob"]: r["sign_flip_frac_vs_init"] for r in rows
