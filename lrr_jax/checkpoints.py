@@ -69,6 +69,11 @@ def level_name(level: int) -> str:
     return f"level_{level:03d}"
 
 
+def level_of(name: str) -> int:
+    """The level of a level checkpoint's name ('level_003' -> 3)."""
+    return int(_LEVEL.match(name).group(1))
+
+
 def mid_name(level: int, epoch: int) -> str:
     return f"mid_{level:03d}_{epoch:04d}"
 

@@ -44,6 +44,9 @@ class Campaign:
     reps: list  # every replicas.Replica of the run, in the order of the stacked state
     stores: dict  # method -> checkpoints.Store
     writers: dict = dataclasses.field(default_factory=dict)  # method -> TensorBoard writer
+    # (method, level) -> (results rows, sign-flip rows): kept in memory, so every process
+    # of a multi-process run reports what it computed or restored, never a file in flux.
+    records: dict = dataclasses.field(default_factory=dict)
 
 
 def run_levels(c: Campaign) -> dict[str, list[dict]]:
@@ -174,6 +177,8 @@ def finish_level(c: Campaign, level, pending, trained, start, prev, init, outcom
             "sign_flips": [f for f in flips if f["method"] == method],
             "seconds": outcome["seconds"]})
         c.stores[method].delete_mids()
+        c.records[(method, level)] = ([rows[i] for i in pos],
+                                      [f for f in flips if f["method"] == method])
 
 
 def make_init(c: Campaign):
@@ -207,8 +212,11 @@ def restore(c: Campaign, name: str, like):
     for method, pos in epochs.by_method(c.reps).items():
         store = c.stores[method]
         if store.exists(name):
-            saved, _ = store.restore(name, studies.take(like, pos))
+            saved, meta = store.restore(name, studies.take(like, pos))
             state = place(state, saved, pos)
+            if "rows" in meta:  # a finished level
+                c.records[(method, checkpoints.level_of(name))] = (meta["rows"],
+                                                                   meta["sign_flips"])
         else:
             pending += pos
     return state, sorted(pending)
@@ -227,11 +235,9 @@ def write_results(c: Campaign, level: int) -> None:
 def collect(c: Campaign, method: str, levels: int) -> tuple[list, list]:
     rows, flips = [], []
     for level in range(levels):
-        name = checkpoints.level_name(level)
-        if c.stores[method].exists(name):
-            meta = c.stores[method].restore_meta(name)
-            rows += meta["rows"]
-            flips += meta["sign_flips"]
+        level_rows, level_flips = c.records.get((method, level), ([], []))
+        rows += level_rows
+        flips += level_flips
     return rows, flips
 
 
