@@ -68,8 +68,9 @@ class Engine:
                                      std=ds.std, eval_batch=self.eval_batch)
             self.programs["eval"] = self.backend.map(fn, 4)
         p = self.placed
-        out = self.programs["eval"](self.backend.put(state), p["test_x"], p["test_y"],
-                                    p["test_w"])
+        if not isinstance(jax.tree.leaves(state)[0], jax.Array):  # host arrays: place them
+            state = self.backend.put(state)
+        out = self.programs["eval"](state, p["test_x"], p["test_y"], p["test_w"])
         return parallel.get(out)
 
     def init_states(self, seeds: list[int]):

@@ -99,10 +99,12 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
     best = np.full(len(p.reps), -np.inf) if best is None else np.asarray(best)
     probs = np.array([r.perturb_prob for r in p.reps])
     perturbing = p.phase == "level" and bool(np.any(probs > 0))
-    desc = ("warm-up" if p.phase == "warmup" else f"level {p.level}/{config.levels - 1}") + \
-        f" ({len(p.reps)} replicas)"
+    methods = "/".join(dict.fromkeys(r.method for r in p.reps))
+    desc = f"{methods} " + ("warm-up" if p.phase == "warmup" else
+                            f"level {p.level}/{config.levels - 1}")
     train_metrics = None
-    for epoch in progress(range(start_epoch, p.epochs), desc, config.progress,
+    for epoch in progress(range(start_epoch, p.epochs), f"{desc} ({len(p.reps)} replicas)",
+                          config.progress,
                           initial=start_epoch, total=p.epochs):
         outs = []
         for gi, g in enumerate(groups):

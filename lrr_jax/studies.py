@@ -57,10 +57,11 @@ def transfer_signs(config, reps, level: int, state, init, trained_params, source
     reset_weight_amplitude).
     """
     sign_of = source if source is not None else trained_params
-    out = [signs.transfer(config.sign_transfer, jax.tree.map(lambda a: a[i], state.params),
-                          jax.tree.map(lambda a: a[i], init.params),
-                          jax.tree.map(lambda a: a[i], sign_of),
-                          jax.tree.map(lambda a: a[i], state.mask), seed=r.seed * 1000 + level)
+    def one(tree, i):
+        return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+    out = [signs.transfer(config.sign_transfer, one(state.params, i), one(init.params, i),
+                          one(sign_of, i), one(state.mask, i), seed=r.seed * 1000 + level)
            for i, r in enumerate(reps)]
     return state.replace(params=jax.tree.map(lambda *a: np.stack(a), *out))
 
