@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrr_jax import campaign, config_base, masks, workdir, models, parallel, train
+from lrr_jax import campaign, config_base, masks, models, parallel, train, workdir
 
 SIZE = 16  # image side: the CIFAR ResNet is fully convolutional
 
