@@ -20,7 +20,7 @@ EXPERIMENTS = ("prune", "single_neuron", "lmc")
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods", "replica_batch", "dry_run",
+                "tensorboard", "methods", "replica_batch",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
 
 
@@ -112,7 +112,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
     c.progress = True  # tqdm progress bars
     c.tensorboard = True
-    c.dry_run = False  # print the plan (replicas, devices, memory, projected time), train nothing
     # Allow a workdir holding a run of a different config: that run's checkpoints, results
     # and TensorBoard files are deleted first (never resumed as this config's).
     c.overwrite = False

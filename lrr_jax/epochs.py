@@ -37,10 +37,12 @@ class Phase:
     level: int  # -1 for the warm-up
     epochs: int
 
-
-def _concat(trees):
-    import jax
-    return jax.tree.map(lambda *a: np.concatenate(a), *trees)
+    @property
+    def label(self) -> str:
+        """E.g. 'imp/wr/lrr level 3/11' or 'lrr warm-up', for messages."""
+        methods = "/".join(dict.fromkeys(r.method for r in self.reps))
+        return f"{methods} " + ("warm-up" if self.phase == "warmup" else
+                                f"level {self.level}/{self.config.levels - 1}")
 
 
 def _keys(config, reps, level, epoch):
@@ -50,24 +52,16 @@ def _keys(config, reps, level, epoch):
     return np.asarray(replicas.epoch_key(int(config.seed), level, epoch))
 
 
-def by_method(reps) -> dict[str, list[int]]:
-    """method -> positions of its replicas in `reps`."""
-    out: dict[str, list[int]] = {}
-    for i, r in enumerate(reps):
-        out.setdefault(r.method, []).append(i)
-    return out
-
-
 def save_mid(p: Phase, state, epoch: int, best, last_eval, train_metrics) -> str:
     """Save the level in progress in every method's store; older mid saves go after all."""
     name = checkpoints.mid_name(p.level, epoch)
-    for method, pos in by_method(p.reps).items():
-        p.stores[method].save(name, studies.take(state, pos), {
+    for method, pos in replicas.by_method(p.reps).items():
+        p.stores[method].save(name, replicas.take(state, pos), {
             "level": p.level, "epoch": epoch, "best": np.asarray(best)[pos].tolist(),
             "last_eval": {k: np.asarray(v)[pos].tolist() for k, v in last_eval.items()}
             if last_eval else None,
             "train_metrics": {k: np.asarray(v)[pos].tolist() for k, v in train_metrics.items()}})
-    for method in by_method(p.reps):
+    for method in replicas.by_method(p.reps):
         p.stores[method].delete_mids(keep=name)
     return name
 
@@ -95,13 +89,11 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
     """
     config, engine, t0 = p.config, p.engine, time.time()
     groups = replicas.groups(len(p.reps), config.replica_batch)
-    states = [engine.put(studies.take(state, g)) for g in groups]
+    states = [engine.put(replicas.take(state, g)) for g in groups]
     best = np.full(len(p.reps), -np.inf) if best is None else np.asarray(best)
     probs = np.array([r.perturb_prob for r in p.reps])
     perturbing = p.phase == "level" and bool(np.any(probs > 0))
-    methods = "/".join(dict.fromkeys(r.method for r in p.reps))
-    desc = f"{methods} " + ("warm-up" if p.phase == "warmup" else
-                            f"level {p.level}/{config.levels - 1}")
+    desc = p.label
     train_metrics = None
     for epoch in progress(range(start_epoch, p.epochs), f"{desc} ({len(p.reps)} replicas)",
                           config.progress,
@@ -116,7 +108,7 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
                                                _keys(config, reps, p.level, epoch))
             outs.append(m)
         faults.hit("in_epoch", p.level, epoch)
-        train_metrics = _concat([parallel.get(m) for m in outs])
+        train_metrics = replicas.concat([parallel.get(m) for m in outs])
         if not np.all(np.isfinite(train_metrics["loss"])):
             _diverged(p, epoch, train_metrics)
         # TensorBoard x axis: epochs since the start of the run (warm-up first).
@@ -126,7 +118,7 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
         _log(p, f"{p.phase}/train_acc", train_metrics["acc"], step)
         if p.phase == "level" and ((epoch + 1) % config.eval_every_epochs == 0
                                    or epoch == p.epochs - 1):
-            last_eval = _concat([engine.evaluate(s) for s in states])
+            last_eval = replicas.concat([engine.evaluate(s) for s in states])
             best = np.maximum(best, last_eval["acc"])
             _log(p, "level/test_acc", last_eval["acc"], step)
             _log(p, "level/test_loss", last_eval["loss"], step)
@@ -137,12 +129,12 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
         stop = epoch < p.epochs - 1 and preemption.requested()
         if p.phase == "level" and epoch < p.epochs - 1 and (
                 stop or (every and (epoch + 1) % every == 0)):
-            host = _concat([parallel.get(s) for s in states])
+            host = replicas.concat([parallel.get(s) for s in states])
             name = save_mid(p, host, epoch, best, last_eval, train_metrics)
         if stop:  # after the last epoch, the caller saves first
             preemption.stop(f"in {desc} after epoch {epoch}: " + (
                 "the warm-up restarts on resume" if p.phase == "warmup" else f"saved {name}"))
-    state = _concat([parallel.get(s) for s in states])
+    state = replicas.concat([parallel.get(s) for s in states])
     return state, {"best": best, "last_eval": last_eval, "train_metrics": train_metrics,
                    "seconds": time.time() - t0,
                    "steps_after_last_flip": studies.steps_after_last_flip(
@@ -154,13 +146,10 @@ def _diverged(p: Phase, epoch: int, train_metrics) -> None:
     bad = [r.name for r, v in zip(p.reps, train_metrics["loss"]) if not np.isfinite(v)]
     store = p.stores[p.reps[0].method]
     kept = max(store.names(), key=checkpoints.order, default=None)
-    methods = "/".join(dict.fromkeys(r.method for r in p.reps))
-    where = f"{methods} warm-up" if p.phase == "warmup" else \
-        f"{methods} level {p.level}/{p.config.levels - 1}"
     # An epoch is one compiled scan that returns its mean loss, so the bad step
     # is known to within the epoch (1-based steps from the start of the phase).
     raise TrainingDiverged(
-        f"loss became {train_metrics['loss'].tolist()} in {where}, epoch {epoch}, at a step "
+        f"loss became {train_metrics['loss'].tolist()} in {p.label}, epoch {epoch}, at a step "
         f"in {epoch * spe + 1}..{(epoch + 1) * spe} of the "
         f"{'warm-up' if p.phase == 'warmup' else 'level'} ({', '.join(bad)}); stopped before "
         f"saving it. The last good checkpoint is kept: "

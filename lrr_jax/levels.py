@@ -28,6 +28,7 @@ from lrr_jax import (
     preemption,
     pruning,
     records,
+    replicas,
     rewind,
     schema,
     studies,
@@ -63,7 +64,7 @@ def run_levels(c: Campaign) -> dict[str, list[dict]]:
             start = start_level(c, level, pending, prev, init, point)
             trained, outcome = train_level(c, level, pending, start)
             finish_level(c, level, pending, trained, start, prev, init, outcome)
-            state = place(state, trained, pending)
+            state = replicas.place(state, trained, pending)
         write_results(c, level)
         prev = state
     return {m: collect(c, m, config.levels)[0] for m in c.stores}
@@ -72,32 +73,31 @@ def run_levels(c: Campaign) -> dict[str, list[dict]]:
 def start_level(c: Campaign, level: int, pending, prev, init, point):
     """The stacked start of level `level` for `pending`: prune, rewind, transfer."""
     config, reps = c.config, [c.reps[i] for i in pending]
-    init_p, point_p = studies.take(init, pending), studies.take(point, pending)
+    init_p, point_p = replicas.take(init, pending), replicas.take(point, pending)
     if level == 0:
         state = point_p.replace(step=np.zeros_like(point_p.step))
         if config.mask_source:
             state = state.replace(mask=studies.source_mask(config, reps, 0, _like(c, init)))
         return state
-    prev_p = studies.take(prev, pending)
+    prev_p = replicas.take(prev, pending)
     if config.mask_source:
         new_mask = studies.source_mask(config, reps, level, _like(c, init))
     else:
-        new_mask = stack([prune(config, r, level, one(prev_p.params, i), one(prev_p.mask, i))
-                          for i, r in enumerate(reps)])
+        new_mask = replicas.stack([
+            prune(config, r, level, replicas.one(prev_p.params, i), replicas.one(prev_p.mask, i))
+            for i, r in enumerate(reps)])
     faults.hit("after_prune", level)
+    options = {"reset_momentum": config.reset_momentum,
+               "rewind_batch_stats": config.rewind_batch_stats}
     out = []
     for i, r in enumerate(reps):
-        finished = one(prev_p, i)
-        s = rewind.for_method(r.method, finished.replace(mask=one(new_mask, i)),
-                              init=one(init_p, i), point=one(point_p, i),
-                              reset_momentum=config.reset_momentum,
-                              rewind_batch_stats=config.rewind_batch_stats)
-        invariants.check_rewind(r.method, s, level=level, prev=finished, init=one(init_p, i),
-                                point=one(point_p, i), new_mask=one(new_mask, i),
-                                reset_momentum=config.reset_momentum,
-                                rewind_batch_stats=config.rewind_batch_stats)
+        finished, mask = replicas.one(prev_p, i), replicas.one(new_mask, i)
+        targets = {"init": replicas.one(init_p, i), "point": replicas.one(point_p, i)}
+        s = rewind.for_method(r.method, finished.replace(mask=mask), **targets, **options)
+        invariants.check_rewind(r.method, s, level=level, prev=finished, new_mask=mask,
+                                **targets, **options)
         out.append(s)
-    state = stack(out)
+    state = replicas.stack(out)
     if config.sign_transfer:
         source = (studies.source_params(config, reps, level, _like(c, init))
                   if config.sign_source else None)
@@ -139,14 +139,14 @@ def train_level(c: Campaign, level: int, pending, start):
         return epochs.train(phase, start)
     name = checkpoints.mid_name(level, epoch)
     parts, metas = [], []
-    for method, pos in epochs.by_method(reps).items():
-        s, meta = c.stores[method].restore(name, studies.take(start, pos))
+    for method, pos in replicas.by_method(reps).items():
+        s, meta = c.stores[method].restore(name, replicas.take(start, pos))
         parts.append(s)
         metas.append(meta)
         print(f"{method}: level {level} resumes after epoch {epoch} from "
               f"{c.stores[method].path(name)}", file=sys.stderr, flush=True)
     last = [m["last_eval"] for m in metas]
-    return epochs.train(phase, concat(parts), start_epoch=epoch + 1,
+    return epochs.train(phase, replicas.concat(parts), start_epoch=epoch + 1,
                         best=np.concatenate([m["best"] for m in metas]),
                         last_eval=None if None in last else
                         {k: np.concatenate([np.asarray(x[k]) for x in last]) for k in last[0]})
@@ -154,7 +154,7 @@ def train_level(c: Campaign, level: int, pending, start):
 
 def common_mid(c: Campaign, reps, level: int) -> int | None:
     """The newest mid-level save of `level` that every pending method has."""
-    per_method = [set(c.stores[m].mid_epochs(level)) for m in epochs.by_method(reps)]
+    per_method = [set(c.stores[m].mid_epochs(level)) for m in replicas.by_method(reps)]
     both = set.intersection(*per_method) if per_method else set()
     return max(both) if both else None
 
@@ -162,34 +162,32 @@ def common_mid(c: Campaign, reps, level: int) -> int | None:
 def finish_level(c: Campaign, level, pending, trained, start, prev, init, outcome) -> None:
     """End-of-level invariants, then each method's level checkpoint with its rows."""
     config, reps = c.config, [c.reps[i] for i in pending]
-    prev_mask = None if prev is None else studies.take(prev.mask, pending)
-    expected = [planned_count(config, level, one(init.mask, p),
-                              None if prev_mask is None else one(prev_mask, i))
+    prev_mask = None if prev is None else replicas.take(prev.mask, pending)
+    expected = [planned_count(config, level, replicas.one(init.mask, p),
+                              None if prev_mask is None else replicas.one(prev_mask, i))
                 for i, p in enumerate(pending)]
     invariants.check_level(level, [r.name for r in reps], trained, start, prev_mask, expected)
     invariants.check_pruned_inert(level, "level", trained, c.engine.evaluate)
-    rows, flips = records.level_rows(config, reps, level, trained, studies.take(init, pending),
-                                     None if prev is None else studies.take(prev, pending),
+    rows, flips = records.level_rows(config, reps, level, trained, replicas.take(init, pending),
+                                     None if prev is None else replicas.take(prev, pending),
                                      outcome)
-    for method, pos in epochs.by_method(reps).items():
-        c.stores[method].save(checkpoints.level_name(level), studies.take(trained, pos), {
-            "rows": [rows[i] for i in pos],
-            "sign_flips": [f for f in flips if f["method"] == method],
-            "seconds": outcome["seconds"]})
+    for method, pos in replicas.by_method(reps).items():
+        mine = ([rows[i] for i in pos], [f for f in flips if f["method"] == method])
+        c.stores[method].save(checkpoints.level_name(level), replicas.take(trained, pos), {
+            "rows": mine[0], "sign_flips": mine[1], "seconds": outcome["seconds"]})
         c.stores[method].delete_mids()
-        c.records[(method, level)] = ([rows[i] for i in pos],
-                                      [f for f in flips if f["method"] == method])
+        c.records[(method, level)] = mine
 
 
 def make_init(c: Campaign):
     """theta_0 of every replica: restored where saved, else made from its seed and saved."""
     fresh = c.engine.init_states([r.seed for r in c.reps])
     state, pending = restore(c, "init", like=fresh)
-    for method, pos in epochs.by_method([c.reps[i] for i in pending]).items():
-        c.stores[method].save("init", studies.take(fresh, [pending[i] for i in pos]), {
+    for method, pos in replicas.by_method([c.reps[i] for i in pending]).items():
+        c.stores[method].save("init", replicas.take(fresh, [pending[i] for i in pos]), {
             "method": method,
             "config": json.loads(workdir.method_config(c.config, method).to_json())})
-    return place(state, studies.take(fresh, pending), pending)
+    return replicas.place(state, replicas.take(fresh, pending), pending)
 
 
 def warm_up(c: Campaign, init):
@@ -199,21 +197,21 @@ def warm_up(c: Campaign, init):
         reps = [c.reps[i] for i in pending]
         phase = epochs.Phase(c.config, c.engine, reps, c.stores, c.writers, "warmup", -1,
                              int(c.config.warmup_epochs))
-        trained, _ = epochs.train(phase, studies.take(init, pending))
-        for method, pos in epochs.by_method(reps).items():
-            c.stores[method].save("rewind", studies.take(trained, pos), {"method": method})
-        state = place(state, trained, pending)
+        trained, _ = epochs.train(phase, replicas.take(init, pending))
+        for method, pos in replicas.by_method(reps).items():
+            c.stores[method].save("rewind", replicas.take(trained, pos), {"method": method})
+        state = replicas.place(state, trained, pending)
     return state
 
 
 def restore(c: Campaign, name: str, like):
     """(stacked state with every method's saved `name` filled in, positions still pending)."""
     state, pending = jax.tree.map(np.array, like), []
-    for method, pos in epochs.by_method(c.reps).items():
+    for method, pos in replicas.by_method(c.reps).items():
         store = c.stores[method]
         if store.exists(name):
-            saved, meta = store.restore(name, studies.take(like, pos))
-            state = place(state, saved, pos)
+            saved, meta = store.restore(name, replicas.take(like, pos))
+            state = replicas.place(state, saved, pos)
             if "rows" in meta:  # a finished level
                 c.records[(method, checkpoints.level_of(name))] = (meta["rows"],
                                                                    meta["sign_flips"])
@@ -243,30 +241,5 @@ def collect(c: Campaign, method: str, levels: int) -> tuple[list, list]:
 
 def _like(c: Campaign, init):
     """A one-method stacked state (shapes of a source run's checkpoints)."""
-    first = next(iter(epochs.by_method(c.reps).values()))
-    return studies.take(init, first)
-
-
-def one(tree, i):
-    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
-
-
-def stack(trees):
-    return jax.tree.map(lambda *a: np.stack(a), *trees)
-
-
-def concat(trees):
-    return jax.tree.map(lambda *a: np.concatenate(a), *trees)
-
-
-def place(state, part, positions):
-    """`state` with the replicas at `positions` replaced by the stacked `part`."""
-    idx = np.asarray(positions, np.int64)
-
-    def put(a, b):
-        a = np.array(a)
-        if len(idx):
-            a[idx] = b
-        return a
-
-    return jax.tree.map(put, state, part) if len(idx) else state
+    first = next(iter(replicas.by_method(c.reps).values()))
+    return replicas.take(init, first)

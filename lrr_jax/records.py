@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import jax
-import numpy as np
-
-from lrr_jax import masks, signs
+from lrr_jax import masks, replicas, signs
 
 
 def _round(x) -> float:
     return float(f"{float(x):.6g}")
-
-
-def _one(tree, i):
-    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
 
 
 def identity(config, replica) -> dict:
@@ -34,9 +27,9 @@ def level_rows(config, reps, level: int, state, init, prev, outcome) -> tuple[li
     """
     rows, flips = [], []
     for i, r in enumerate(reps):
-        params, mask = _one(state.params, i), _one(state.mask, i)
-        per_init = signs.sign_flips_per_layer(_one(init.params, i), params, mask)
-        per_prev = (signs.sign_flips_per_layer(_one(prev.params, i), params, mask)
+        params, mask = replicas.one(state.params, i), replicas.one(state.mask, i)
+        per_init = signs.sign_flips_per_layer(replicas.one(init.params, i), params, mask)
+        per_prev = (signs.sign_flips_per_layer(replicas.one(prev.params, i), params, mask)
                     if prev is not None else None)
 
         def total(per):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 
 from lrr_jax import config_base
 
@@ -77,3 +78,47 @@ def data_seed(config, replica: Replica) -> int:
 def epoch_key(seed: int, level: int, epoch: int) -> jax.Array:
     """Key of one epoch's data order; level -1 is the warm-up."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed)), level + 1), epoch)
+
+
+def by_method(reps) -> dict[str, list[int]]:
+    """method -> positions of its replicas in `reps`."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(reps):
+        out.setdefault(r.method, []).append(i)
+    return out
+
+
+# Pytrees stacked on the replica axis (host arrays).
+def one(tree, i: int):
+    """Replica `i` of a stacked pytree."""
+    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+
+def take(tree, positions):
+    """The replicas at `positions` of a stacked pytree, still stacked."""
+    idx = np.asarray(positions, np.int64)
+    return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+
+
+def stack(trees):
+    """One-replica pytrees -> a stacked pytree."""
+    return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def concat(trees):
+    """Stacked pytrees -> one stacked pytree, in order."""
+    return jax.tree.map(lambda *a: np.concatenate(a), *trees)
+
+
+def place(state, part, positions):
+    """`state` with the replicas at `positions` replaced by the stacked `part`."""
+    idx = np.asarray(positions, np.int64)
+    if not len(idx):
+        return state
+
+    def put(a, b):
+        a = np.array(a)
+        a[idx] = b
+        return a
+
+    return jax.tree.map(put, state, part)

@@ -22,12 +22,6 @@ from lrr_jax import checkpoints, config_base, replicas, signs, train
 from lrr_jax.errors import ConfigError
 
 
-def take(tree, positions):
-    """The replicas at `positions` of a stacked pytree (host arrays)."""
-    idx = np.asarray(positions, np.int64)
-    return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
-
-
 def _source_state(config, key: str, level: int, like):
     src = checkpoints.Store(config[key])
     name = checkpoints.level_name(level)
@@ -40,13 +34,13 @@ def _source_state(config, key: str, level: int, like):
 def source_mask(config, reps, level: int, like_one_method):
     """The source's level-k masks for `reps` (the mask it trained level k with)."""
     state = _source_state(config, "mask_source", level, like_one_method)
-    return take(state.mask, [r.index for r in reps])
+    return replicas.take(state.mask, [r.index for r in reps])
 
 
 def source_params(config, reps, level: int, like_one_method):
     """The weights that start the source's level k: its level k-1 final weights."""
     state = _source_state(config, "sign_source", level - 1, like_one_method)
-    return take(state.params, [r.index for r in reps])
+    return replicas.take(state.params, [r.index for r in reps])
 
 
 def transfer_signs(config, reps, level: int, state, init, trained_params, source):
@@ -57,13 +51,11 @@ def transfer_signs(config, reps, level: int, state, init, trained_params, source
     reset_weight_amplitude).
     """
     sign_of = source if source is not None else trained_params
-    def one(tree, i):
-        return jax.tree.map(lambda a: np.asarray(a)[i], tree)
-
+    one = replicas.one
     out = [signs.transfer(config.sign_transfer, one(state.params, i), one(init.params, i),
                           one(sign_of, i), one(state.mask, i), seed=r.seed * 1000 + level)
            for i, r in enumerate(reps)]
-    return state.replace(params=jax.tree.map(lambda *a: np.stack(a), *out))
+    return state.replace(params=replicas.stack(out))
 
 
 def perturbs_before(config, epoch: int) -> bool:

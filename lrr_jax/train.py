@@ -137,12 +137,6 @@ def train_step(state: TrainState, x, y, *, apply_fn, tx, lr_fn,
                          opt_state=opt_state), metrics
 
 
-def _augment_per_example(key, positions, images, pad):
-    """Crop/flip each image with a key of its position in the epoch (device-count invariant)."""
-    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
-    return jax.vmap(lambda k, im: augment.random_crop_flip(k, im[None], pad=pad)[0])(keys, images)
-
-
 def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_devices: int,
                      mean: np.ndarray, std: np.ndarray, image: bool,
                      masked: bool = True, sharded: bool = False,
