@@ -14,7 +14,8 @@ When the run reaches a listed point the action happens at once:
   NaN (the divergence check's input).
 
 Actions: `kill` (default: SIGKILL, no cleanup of any kind), `term` (SIGTERM,
-the preemption notice: the handler in `preemption` runs). `nan` has no action.
+the preemption notice: the handler in `preemption` runs), `int` (SIGINT, as
+Ctrl-C sends: the same handler). `nan` has no action.
 Examples: `in_epoch:1:2`, `during_save:level_001`, `in_epoch:0:1@term`.
 
 Unset (the normal case) every hook is one dictionary lookup. The variable is
@@ -29,7 +30,7 @@ import signal
 
 ENV = "LRR_JAX_FAULT"
 POINTS = ("in_epoch", "after_prune", "during_save", "after_save", "nan")
-_SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+_SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
 
 
 def _matches(point: str, args) -> str | None:
@@ -51,7 +52,8 @@ def hit(point: str, *args) -> None:
     if action is None:
         return
     if action not in _SIGNALS:
-        raise ValueError(f"{ENV}: unknown action {action!r} for {point}; expected kill or term")
+        raise ValueError(f"{ENV}: unknown action {action!r} for {point}; "
+                         "expected kill, term or int")
     os.kill(os.getpid(), _SIGNALS[action])
 
 

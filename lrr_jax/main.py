@@ -18,6 +18,8 @@ or `preempted ...`, and no traceback unless `--verbosity` is given):
   not saved.
 - 143 (128 + SIGTERM): preempted; the state was saved (`preemption`). Run
   the same command to resume.
+- 130 (128 + SIGINT): Ctrl-C, handled as SIGTERM: the level in progress is
+  saved at the end of the epoch; a second Ctrl-C stops at once.
 
 Without `--verbosity`, library logging below ERROR is silenced (orbax logs
 every file it writes, TFDS warns about folders it looks into).
@@ -86,7 +88,7 @@ def _report(e: Exception) -> tuple[str, int]:
     if isinstance(e, invariants.InvariantViolation):
         return (f"error: invariant violated: {_one_line(e)} (a bug: please report it with the "
                 "config; --verbosity=0 shows the traceback)", EXIT_INVARIANT)
-    return _one_line(e), preemption.EXIT_CODE
+    return _one_line(e), e.status
 
 
 def _one_line(e: BaseException) -> str:

@@ -10,9 +10,9 @@ uninterrupted run (same device count, CPU). RELIABILITY.md has the table.
 
 import csv
 import filecmp
-import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -49,6 +49,13 @@ def jax_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax_cache"))
 
 
+# A background job of a non-interactive shell starts with SIGINT ignored, and a child
+# inherits that; an interactive Ctrl-C reaches a process with the default handler. The
+# entry point is started with that handler (no preexec_fn: fork after JAX's threads).
+MAIN = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "sys.argv[0] = 'lrr_jax.main'; runpy.run_module('lrr_jax.main', run_name='__main__')")
+
+
 def run_main(workdir, *extra, jax_cache, fault=None, env=None, timeout=600):
     e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax_cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
@@ -57,7 +64,7 @@ def run_main(workdir, *extra, jax_cache, fault=None, env=None, timeout=600):
     if fault:
         e["LRR_JAX_FAULT"] = fault
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "lrr_jax.main", *BASE, f"--workdir={workdir}",
+    return subprocess.run([sys.executable, "-c", MAIN, *BASE, f"--workdir={workdir}",
                            *extra], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=e)
 
@@ -143,6 +150,22 @@ def test_killed_at_every_point_resumes_to_identical_results(tmp_path, reference,
         assert (workdir / runlock.LOCK_NAME).exists()
     assert_same_run(reference / "lrr", run_dir)
     assert filecmp.cmp(reference / "summary.txt", workdir / "summary.txt", shallow=False)
+
+
+def test_ctrl_c_saves_the_level_exits_130_and_resumes_to_identical_results(
+        tmp_path, reference, jax_cache):
+    """SIGINT (Ctrl-C) mid-level is handled as SIGTERM: a save now, one line, status 130."""
+    workdir = tmp_path / "run"
+    out = run_main(workdir, jax_cache=jax_cache, fault="in_epoch:1:2@int")
+    assert out.returncode == 130, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr and "KeyboardInterrupt" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "preempted (Ctrl-C (SIGINT)) in lrr level 1/2 after epoch 2")
+    assert "mid_001_0002" in committed(workdir / "lrr")  # only the handler saves after epoch 2
+    out = run_main(workdir, jax_cache=jax_cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "level 1 resumes after epoch 2" in out.stderr
+    assert_same_run(reference / "lrr", workdir / "lrr")
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, jax_cache):
@@ -311,6 +334,18 @@ def test_preemption_flag_and_check():
         preemption.check("here")
     preemption.reset()
     assert main._report(preemption.Preempted("x"))[1] == 143
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        preemption.install()
+        preemption._handler(signal.SIGINT, None)
+        with pytest.raises(preemption.Preempted, match=r"preempted .Ctrl-C .SIGINT.. here") as e:
+            preemption.check("here")
+        assert main._report(e.value)[1] == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        preemption.reset()
 
 
 # ---- invariants, in-process -----------------------------------------------------------------
@@ -486,6 +521,6 @@ def test_shard_map_matches_pmap_one_and_eight_devices(equivalence_runs):
 def test_invariant_violation_exit_status():
     message, status = main._report(invariants.InvariantViolation("level 1: the mask grew"))
     assert status == main.EXIT_INVARIANT and "invariant violated: level 1" in message
-    message, status = main._report(epochs.TrainingDiverged("nan"))
+    message, status = main._report(epochs.TrainingDiverged("nan\nat step 3"))
     assert status == main.EXIT_DIVERGED
-    assert json.dumps(message)  # one plain line
+    assert message == "error: diverged: nan at step 3"  # one non-empty line
