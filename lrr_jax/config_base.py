@@ -41,7 +41,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train_limit = 0  # use only the first N training examples (0 = all)
     c.test_limit = 0  # use only the first N test examples (0 = all)
     c.augment = True  # random crop (zero padding) + horizontal flip, images only
-    c.augment_pad = 4
+    c.augment_pad = 4  # padding (pixels) of the random crop
     # 'paper': the authors' fixed mean/std (CIFAR-10, CIFAR-100; ImageNet's for Tiny
     # ImageNet); 'data': per-channel statistics of the train split.
     c.normalization = "paper"
@@ -52,7 +52,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Model.
     c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
     c.width = 1.0  # channel multiplier (1.0 = the paper's widths)
-    c.mlp_hidden = (256, 256)
+    c.mlp_hidden = (256, 256)  # hidden widths of the MLP (model=mlp)
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
 
     # Pruning schedule.
@@ -63,23 +63,23 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
 
     # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
-    c.epochs_per_level = 150
+    c.epochs_per_level = 150  # epochs trained at every level (the paper: 150)
     # Linear warm-up lr*(e+1)/warmup_epochs before level 0 (all methods); WR rewinds to its end
     # (its rewind epoch), so for WR / lrr_bn_rewind it must be <= epochs_per_level.
     c.warmup_epochs = 10
-    c.batch_size = 256
-    c.eval_batch_size = 1000
-    c.lr = 0.1
-    c.lr_min = 0.01
-    c.momentum = 0.9
-    c.weight_decay = 1e-4
+    c.batch_size = 256  # global training batch (split over the devices)
+    c.eval_batch_size = 1000  # batch of the test-set evaluation
+    c.lr = 0.1  # peak learning rate of every level's cosine schedule
+    c.lr_min = 0.01  # learning rate at the end of a level (cosine to it, per epoch)
+    c.momentum = 0.9  # SGD momentum
+    c.weight_decay = 1e-4  # L2 weight decay (added to the gradient, as torch SGD)
     c.reset_momentum = False  # LRR: zero the momentum at each level (paper code keeps it)
     c.rewind_batch_stats = False  # IMP/WR: also rewind BN running stats (paper code keeps them)
 
     # Replicas: methods x perturb_probs x num_replicas seeds, stacked and vmapped
     # through one compiled program (lrr_jax/replicas.py).
     c.num_replicas = 1  # seeds per method and perturbation probability: seed, seed+1, ...
-    c.seed = 0
+    c.seed = 0  # seed of replica 0 (theta_0, data order, masks); replica i uses seed + i
     # per_replica: each seed its own batches and augmentation (as separate runs; IMP,
     # WR and LRR of a seed share warm-up and level 0); shared: all replicas see the
     # batches of `seed` (one batch per step, cheaper; error bands come out narrower).
@@ -90,7 +90,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Sign perturbation: every `perturb_every` epochs of a level, flip each unpruned
     # weight's sign with probability p. Comma-separated list: one replica group per p.
     c.perturb_probs = "0"
-    c.perturb_every = 30
+    c.perturb_every = 30  # perturb before epochs e with e % perturb_every == perturb_every - 1
 
     # Transfers from another run directory (a workdir of a single method).
     c.mask_source = ""  # train level k with the source's level-k mask
@@ -111,7 +111,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_every_epochs = 1  # the last epoch of a level is always evaluated
     c.checkpoint_every_epochs = 10  # mid-level saves; 0 = only level ends
     c.progress = True  # tqdm progress bars
-    c.tensorboard = True
+    c.tensorboard = True  # write TensorBoard scalars to <run>/tb
     # Allow a workdir holding a run of a different config: that run's checkpoints, results
     # and TensorBoard files are deleted first (never resumed as this config's).
     c.overwrite = False

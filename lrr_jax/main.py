@@ -124,7 +124,35 @@ def _unknown_key(e: BaseException, argv) -> str:
     return f"{flag}: no such config key {key!r}" + (f" ({hint.strip()})" if hint else "")
 
 
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort")
+
+
+def _help() -> str:
+    """The usage, the command-line flags and every config key (`keys.describe`)."""
+    from lrr_jax import keys
+
+    return "\n".join([
+        "usage: python -m lrr_jax.main --config=CONFIG_FILE[:ARG] --workdir=DIR "
+        "[--config.KEY=VALUE ...]",
+        "",
+        __doc__.strip(),
+        "",
+        "Flags:",
+        "  --config: a config file (configs/*.py), optionally with its argument "
+        "(configs/transfer.py:imp_lrr_signs)",
+        "  --workdir: " + flags.FLAGS["workdir"].help,
+        "  --verbosity: show library logging and tracebacks (absl)",
+        "  --distributed, --coordinator_address, --num_processes, --process_id: several hosts "
+        "(README: Several hosts)",
+        "",
+        keys.describe(),
+    ])
+
+
 def run():
+    if any(a in HELP_FLAGS for a in sys.argv[1:]):
+        print(_help())
+        sys.exit(0)
     flags.mark_flag_as_required("config")
     app.run(main, flags_parser=_parse_flags)
 

@@ -43,6 +43,7 @@ def hold(workdir: str):
       ConfigError('workdir'): another live process holds it.
     """
     workdir = os.path.abspath(workdir)
+    existed = os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,5 +59,12 @@ def hold(workdir: str):
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield path
+    except ConfigError:
+        # A run refused before it wrote anything leaves no workdir holding only the lock.
+        if not existed and os.listdir(workdir) == [LOCK_NAME]:
+            os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
+        raise
     finally:
         os.close(fd)  # releases the lock

@@ -171,3 +171,33 @@ def test_dataset_not_prepared_says_how_and_does_not_wait(tmp_path):
     assert line.startswith(f"error: dataset: cifar10 is not prepared in {empty}")
     assert "python -m lrr_jax.data.prepare --dataset=cifar10" in line
     assert seconds < 60  # no network wait (typically ~4 s, mostly imports)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_exits_0_and_lists_every_config_key_by_section(flag):
+    from lrr_jax import config_base, keys
+
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", flag], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    for key, value in config_base.get_base_config().items():
+        assert f"\n  {key} = {value!r}\n      " in text, key
+    listing = text[text.index("\nConfig keys"):].splitlines()[2:]
+    sections = [line[:-1] for line in listing if line and not line.startswith(" ")]
+    assert sections[:4] == ["General", "Data", "Model", "Pruning schedule"]
+    assert "Execution" in sections
+    assert keys.missing_help() == []  # every key has its line of help in config_base.py
+    assert "--workdir" in text and "143" in text  # the flags and the exit statuses
+
+
+def test_refused_run_leaves_no_workdir_holding_only_the_lock(tmp_path):
+    # Refused inside the lock (the transfer source is checked after the lock is taken).
+    out, _ = main(tmp_path / "w", f"--config.mask_source={tmp_path / 'nowhere'}")
+    assert one_line(out).startswith("error: mask_source: ") and out.returncode == 2
+    assert not (tmp_path / "w").exists()
+    keep = tmp_path / "mine"  # a directory that existed before is never removed
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    out, _ = main(keep, f"--config.mask_source={tmp_path / 'nowhere'}")
+    assert out.returncode == 2 and (keep / "notes.txt").read_text() == "x"
