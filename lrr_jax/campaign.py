@@ -23,6 +23,11 @@ from lrr_jax import (
     runlock,
     workdir,
 )
+from lrr_jax.data import paths
+
+# Run-directory keys with `~` / `$VAR` expanded before anything reads them (and as
+# expanded in config.json); "path:level" references keep their level suffix.
+PATH_KEYS = ("mask_source", "sign_source", "lmc_a", "lmc_b")
 
 
 def run(config, work_dir: str) -> dict[str, list[dict]]:
@@ -31,6 +36,10 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
     The config is validated first; then `<work_dir>/.lock` is held for the
     whole run, so a second process on the same workdir is refused (`runlock`).
     """
+    work_dir = paths.expand(work_dir)  # `--workdir=~/runs`: the shell leaves `~` after `=`
+    for key in PATH_KEYS:  # the same for the path-valued keys (data paths expand at load)
+        if config.get(key) and paths.expand(config[key]) != config[key]:
+            config[key] = paths.expand(config[key])
     config_base.validate(config)
     distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
     # One lock per run: process 0 holds it for all processes of a multi-process run.

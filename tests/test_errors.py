@@ -201,3 +201,13 @@ def test_refused_run_leaves_no_workdir_holding_only_the_lock(tmp_path):
     (keep / "notes.txt").write_text("x")
     out, _ = main(keep, f"--config.mask_source={tmp_path / 'nowhere'}")
     assert out.returncode == 2 and (keep / "notes.txt").read_text() == "x"
+
+
+def test_tilde_in_workdir_and_source_keys_is_expanded(tmp_path):
+    home = tmp_path / "home"
+    (home / "w").mkdir(parents=True)
+    out, _ = main("~/w", "--config.mask_source=~/nowhere", env={"HOME": str(home)})
+    assert one_line(out) == (f"error: mask_source: {home / 'nowhere'} is not a run directory "
+                             "(no config.json)")
+    assert (home / "w" / ".lock").exists()  # the lock of ~/w was taken: the path was expanded
+    assert not os.path.exists(os.path.join(REPO, "~"))
