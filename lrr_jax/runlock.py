@@ -44,9 +44,15 @@ def hold(workdir: str):
     """
     workdir = os.path.abspath(workdir)
     existed = os.path.isdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a file, a path through a file, read-only, no permission
+        what = ("is a file, not a directory" if os.path.isfile(workdir) else
+                f"cannot be used as the workdir ({e.strerror})")
+        raise ConfigError("workdir", f"{workdir} {what}; pass a directory this user can "
+                          "write") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

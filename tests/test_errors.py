@@ -211,3 +211,14 @@ def test_tilde_in_workdir_and_source_keys_is_expanded(tmp_path):
                              "(no config.json)")
     assert (home / "w" / ".lock").exists()  # the lock of ~/w was taken: the path was expanded
     assert not os.path.exists(os.path.join(REPO, "~"))
+
+
+def test_workdir_that_is_a_file_or_below_one_is_one_line(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("mine")
+    out, _ = main(f)
+    assert one_line(out) == (f"error: workdir: {f} is a file, not a directory; pass a "
+                             "directory this user can write")
+    out, _ = main(f / "sub")
+    assert one_line(out).startswith(f"error: workdir: {f / 'sub'} cannot be used as the workdir")
+    assert f.read_text() == "mine"
