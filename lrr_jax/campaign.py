@@ -13,12 +13,15 @@ import contextlib
 import os
 import sys
 
+import jax
+
 from lrr_jax import (
     checkpoints,
     config_base,
     distributed,
     engine,
     levels,
+    provenance,
     replicas,
     runlock,
     workdir,
@@ -54,10 +57,14 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if config.experiment == "lmc":
         from lrr_jax import connectivity
         return connectivity.run(config, work_dir)
-    engine.devices(config)  # a config that does not fit the devices: refused before any write
+    devices = engine.devices(config)  # a config that does not fit: refused before any write
     dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
+    if distributed.is_primary():
+        print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
+              f"backend), {jax.process_count()} process(es)", file=sys.stderr, flush=True)
     c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
-                        {m: checkpoints.Store(d) for m, d in dirs.items()})
+                        {m: checkpoints.Store(d) for m, d in dirs.items()},
+                        provenance=provenance.Record(list(dirs.values()), devices))
     if config.tensorboard and distributed.is_primary():
         from tensorboardX import SummaryWriter
         c.writers = {m: SummaryWriter(os.path.join(d, "tb")) for m, d in dirs.items()}

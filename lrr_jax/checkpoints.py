@@ -330,7 +330,7 @@ def clear_run(run_dir: str) -> list[str]:
     if not distributed.is_primary():
         return []
     gone = []
-    for n in ("checkpoints", "tb", "results.csv", "sign_flips.csv", "config.json"):
+    for n in ("checkpoints", "tb", "results.csv", "sign_flips.csv", "config.json", "run.json"):
         p = os.path.join(run_dir, n)
         if os.path.isdir(p):
             shutil.rmtree(p)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 
 from lrr_jax import (
     checkpoints,
+    distributed,
     epochs,
     faults,
     invariants,
@@ -48,6 +50,7 @@ class Campaign:
     # (method, level) -> (results rows, sign-flip rows): kept in memory, so every process
     # of a multi-process run reports what it computed or restored, never a file in flux.
     records: dict = dataclasses.field(default_factory=dict)
+    provenance: Any = None  # provenance.Record: run.json, given each level's wall time
 
 
 def run_levels(c: Campaign) -> dict[str, list[dict]]:
@@ -55,19 +58,43 @@ def run_levels(c: Campaign) -> dict[str, list[dict]]:
     config = c.config
     init = make_init(c)
     point = warm_up(c, init) if config.warmup_epochs > 0 else init
-    prev = None
+    prev, clock = None, _Clock(len(c.reps), config.levels)
     for level in range(config.levels):
         preemption.check(f"before level {level}: finished levels are saved")
         name = checkpoints.level_name(level)
         state, pending = restore(c, name, like=init)
         if pending:
+            t0 = time.time()
             start = start_level(c, level, pending, prev, init, point)
             trained, outcome = train_level(c, level, pending, start)
             finish_level(c, level, pending, trained, start, prev, init, outcome)
             state = replicas.place(state, trained, pending)
+            clock.done(level, time.time() - t0, c.provenance)
         write_results(c, level)
         prev = state
     return {m: collect(c, m, config.levels)[0] for m in c.stores}
+
+
+class _Clock:
+    """The campaign progress line after each trained level, and its time in run.json."""
+
+    def __init__(self, num_replicas: int, num_levels: int):
+        self.start, self.k, self.n, self.times = time.time(), num_replicas, num_levels, []
+
+    def done(self, level: int, seconds: float, record) -> None:
+        self.times.append(seconds)
+        if record is not None:
+            record.level_done(level, seconds)
+        if not distributed.is_primary():
+            return
+        eta = (self.n - 1 - level) * sum(self.times) / len(self.times)
+        print(f"campaign: level {level}/{self.n - 1} done, {self.k} replicas, elapsed "
+              f"{_hms(time.time() - self.start)}, ETA {_hms(eta)}", file=sys.stderr, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m{s:02d}s" if m >= 60 else f"{m}m{s:02d}s"
 
 
 def start_level(c: Campaign, level: int, pending, prev, init, point):

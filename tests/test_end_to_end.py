@@ -1,6 +1,7 @@
 """End to end through the entry point users call: `python -m lrr_jax.main`."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,9 @@ def test_resume_after_level_one_gives_identical_results(tmp_path, three_methods)
         with open(tmp_path / method / "results.csv") as f, \
                 open(workdir / method / "results.csv") as g:
             assert f.read() == g.read(), method
+    with open(tmp_path / "lrr" / "run.json") as f:  # a resume appends a session
+        sessions = json.load(f)["sessions"]
+    assert [sorted(s["levels"]) for s in sessions] == [["0", "1"], ["2"]]
 
 
 def test_cifar10_through_tfds_builder(tmp_path):
@@ -103,3 +107,21 @@ def test_cifar10_through_tfds_builder(tmp_path):
     assert [r["level"] for r in rows] == ["0", "1"]
     assert float(rows[1]["density"]) == pytest.approx(0.8, abs=1e-5)
     assert (tmp_path / "tfds" / "cifar10").is_dir()  # prepared by the project's builder
+
+
+def test_run_json_records_provenance_and_level_times(three_methods):
+    import jax
+
+    workdir, out = three_methods
+    assert "devices: " in out.stderr and " (cpu backend), 1 process(es)" in out.stderr
+    assert "campaign: level 2/2 done, 6 replicas, elapsed " in out.stderr
+    with open(os.path.join(workdir, "lrr", "run.json")) as f:
+        sessions = json.load(f)["sessions"]
+    first = sessions[0]
+    assert first["packages"]["jax"] == jax.__version__ and first["lrr_jax"]
+    assert first["backend"] == "cpu" and first["device_count"] >= 1
+    assert first["process_count"] == 1 and first["host"] and first["argv"]
+    assert first["git"] is None or len(first["git"]["commit"]) == 40
+    trained = [s for s in sessions if s["levels"]]
+    assert trained and all(t > 0 for t in trained[0]["levels"].values())
+    assert sorted(int(k) for s in sessions for k in s["levels"]) == list(range(3))
