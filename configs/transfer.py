@@ -19,13 +19,16 @@ Variants (method; sources to pass; what level k >= 1 trains):
 - imp_lrr_mask: IMP; mask_source = an LRR run; IMP on LRR's level-k mask.
 - lrr_imp_mask: LRR; mask_source = an IMP run; "flexible LRR", LRR on IMP's masks.
 - imp_lrr_signs: IMP; mask_source and sign_source = an LRR run; after the rewind,
-  w <- |theta_0| * sign(the weights LRR starts level k with), on LRR's mask.
+  w <- |theta_0| * sign(LRR's level-k final weights), on LRR's mask, as the paper
+  code (`--config.sign_source_level=previous`: the weights LRR starts level k with).
 - imp_lrr_signs_shuffled: as imp_lrr_signs, with |theta_0| shuffled within each
   layer's unpruned entries.
 - imp_own_signs: IMP; no source; w <- |theta_0| * sign(its own level k-1 trained
   weights), on its own mask.
 - lrr_init_signs: LRR; no source; LRR's kept weights with their signs forced back
-  to sign(theta_0).
+  to the rewind point's (the end of the warm-up; theta_0 without one), and the
+  rewind point's optimizer state, as the paper code (`--config.init_signs_from=theta0`:
+  sign(theta_0), the momentum kept).
 
 Expected (paper; measured small-scale numbers in README.md ("Reproducing the paper")):
 WR + LRR mask > WR; LRR + IMP mask > IMP; IMP + LRR signs closes most of the

@@ -61,7 +61,7 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
-              f"backend), {jax.process_count()} process(es)", file=sys.stderr, flush=True)
+              f"backend), {jax.process_count()} process(es)", flush=True)
     c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
                         provenance=provenance.Record(list(dirs.values()), devices))

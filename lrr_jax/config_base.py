@@ -94,9 +94,17 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # Transfers from another run directory (a workdir of a single method).
     c.mask_source = ""  # train level k with the source's level-k mask
-    c.sign_source = ""  # take signs from the source's weights that start level k
+    c.sign_source = ""  # run directory whose weights give level k its signs (sign_source_level)
+    # Which source weights give level k its signs: 'same' = the source's level-k final
+    # weights (the paper code's sign_list_<run>_<k>); 'previous' = its level k-1 final
+    # weights (those its level k starts from).
+    c.sign_source_level = "same"
     # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
     c.sign_transfer = ""
+    # init_signs: 'rewind_point' = the signs and the optimizer state (momentum) of the
+    # rewind point (the end of the warm-up; theta_0 without one), as the paper code;
+    # 'theta0' = sign(theta_0), the momentum kept.
+    c.init_signs_from = "rewind_point"
     # A source run of other seeds combines one init's magnitudes with another's signs
     # or masks: refused unless this is set.
     c.allow_source_seed_mismatch = False
@@ -213,6 +221,17 @@ def validate(config) -> None:
              f"must be >= 0 (0 = all replicas together), got {config.replica_batch}")
     _require(config.sign_transfer != "source_signs" or bool(config.sign_source), "sign_source",
              "sign_transfer 'source_signs' needs --config.sign_source=RUN_DIR")
+    from lrr_jax import studies
+
+    _require(config.sign_source_level in studies.SIGN_SOURCE_LEVELS, "sign_source_level",
+             f"unknown source level {config.sign_source_level!r}; expected one of "
+             f"{studies.SIGN_SOURCE_LEVELS}")
+    _require(config.init_signs_from in studies.INIT_SIGNS_FROM, "init_signs_from",
+             f"unknown init signs {config.init_signs_from!r}; expected one of "
+             f"{studies.INIT_SIGNS_FROM}")
+    _require(not (config.reset_momentum and studies.optimizer_from_point(config)),
+             "init_signs_from", "'rewind_point' restores the rewind point's momentum, "
+             "reset_momentum=True zeroes it: use one (or init_signs_from='theta0')")
     _require(config.model != "mlp" or config.dataset in ("mnist1d", "digits"), "model",
              f"model 'mlp' takes vector data (mnist1d, digits), not {config.dataset!r}")
     _require(config.model == "mlp" or config.dataset not in ("mnist1d", "digits"), "model",

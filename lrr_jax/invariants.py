@@ -47,7 +47,8 @@ def _require_equal(what: str, a, b, level: int, method: str) -> None:
 
 
 def check_rewind(method: str, state, *, level: int, prev, init, point, new_mask,
-                 reset_momentum: bool = False, rewind_batch_stats: bool = False) -> None:
+                 reset_momentum: bool = False, rewind_batch_stats: bool = False,
+                 optimizer_from_point: bool = False) -> None:
     """The start-of-level state right after `rewind.for_method`, against `rewind.table`.
 
     `prev` is the finished level's state (old mask), `init` theta_0's state,
@@ -59,7 +60,8 @@ def check_rewind(method: str, state, *, level: int, prev, init, point, new_mask,
                                  "rewind, not 0 (the learning-rate schedule did not restart)")
     _require_equal("the mask", state.mask, new_mask, level, method)
     row = rewind.table(method, reset_momentum=reset_momentum,
-                       rewind_batch_stats=rewind_batch_stats)
+                       rewind_batch_stats=rewind_batch_stats,
+                       optimizer_from_point=optimizer_from_point)
     sources = {"finished": prev, "init": init, "point": point}
 
     def part(name, getter):

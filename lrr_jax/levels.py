@@ -89,7 +89,7 @@ class _Clock:
             return
         eta = (self.n - 1 - level) * sum(self.times) / len(self.times)
         print(f"campaign: level {level}/{self.n - 1} done, {self.k} replicas, elapsed "
-              f"{_hms(time.time() - self.start)}, ETA {_hms(eta)}", file=sys.stderr, flush=True)
+              f"{_hms(time.time() - self.start)}, ETA {_hms(eta)}", flush=True)
 
 
 def _hms(seconds: float) -> str:
@@ -115,7 +115,8 @@ def start_level(c: Campaign, level: int, pending, prev, init, point):
             for i, r in enumerate(reps)])
     faults.hit("after_prune", level)
     options = {"reset_momentum": config.reset_momentum,
-               "rewind_batch_stats": config.rewind_batch_stats}
+               "rewind_batch_stats": config.rewind_batch_stats,
+               "optimizer_from_point": studies.optimizer_from_point(config)}
     out = []
     for i, r in enumerate(reps):
         finished, mask = replicas.one(prev_p, i), replicas.one(new_mask, i)
@@ -128,7 +129,8 @@ def start_level(c: Campaign, level: int, pending, prev, init, point):
     if config.sign_transfer:
         source = (studies.source_params(config, reps, level, _like(c, init))
                   if config.sign_source else None)
-        state = studies.transfer_signs(config, reps, level, state, init_p, prev_p.params, source)
+        state = studies.transfer_signs(config, reps, level, state, init_p, point_p,
+                                       prev_p.params, source)
     if config.zero_pruned_weights:
         state = state.replace(params=masks.apply(state.params, state.mask))
     return state

@@ -14,10 +14,13 @@ rewind against it and `tests/test_rewind.py` writes it out again by hand.
 |---|---|---|---|---|
 | imp | theta_0 | theta_0 | kept (paper code) | theta_0's |
 | wr | the rewind point | the rewind point | kept | the rewind point's |
-| lrr | kept | kept | kept | kept (momentum carries over), or zeros |
+| lrr | kept | kept | kept | kept (momentum carries over), or zeros, or the rewind point's |
 | lrr_bn_rewind | kept | the rewind point | the rewind point's | the rewind point's |
 
 `rewind_batch_stats=True` also resets BN running stats for imp/wr.
+`optimizer_from_point=True` (LRR with init signs, `studies.optimizer_from_point`)
+restores the rewind point's optimizer state for lrr, as the paper code's
+`reset_only_weight_sign` reloads `optimizer_{name}.pt` (imp-lrr-lts main.py:1405).
 
 To add a mode: write its function here, register it in `MODES` and its row
 in `TABLE`, and add its test to tests/test_rewind.py.
@@ -49,26 +52,31 @@ def rewind_weights(state, point, *, rewind_batch_stats: bool = False):
     return _restart(state)
 
 
-def rewind_to_init(state, *, init, point, reset_momentum=False, rewind_batch_stats=False):
+def rewind_to_init(state, *, init, point, reset_momentum=False, rewind_batch_stats=False,
+                   optimizer_from_point=False):
     """IMP: the surviving weights go back to theta_0."""
-    del point, reset_momentum
+    del point, reset_momentum, optimizer_from_point
     return rewind_weights(state, init, rewind_batch_stats=rewind_batch_stats)
 
 
-def weight_rewind(state, *, init, point, reset_momentum=False, rewind_batch_stats=False):
+def weight_rewind(state, *, init, point, reset_momentum=False, rewind_batch_stats=False,
+                  optimizer_from_point=False):
     """WR: the surviving weights go back to the end of the warm-up."""
-    del init, reset_momentum
+    del init, reset_momentum, optimizer_from_point
     return rewind_weights(state, point, rewind_batch_stats=rewind_batch_stats)
 
 
 def learning_rate_rewind(state, *, init=None, point=None, reset_momentum: bool = False,
-                         rewind_batch_stats=False):
+                         rewind_batch_stats=False, optimizer_from_point: bool = False):
     """LRR: keep the trained weights; only the learning-rate schedule restarts.
 
-    With `reset_momentum`, the optimizer state becomes zeros.
+    With `reset_momentum`, the optimizer state becomes zeros; with
+    `optimizer_from_point`, the rewind point's (LRR with init signs).
     """
-    del init, point, rewind_batch_stats
-    if reset_momentum:
+    del init, rewind_batch_stats
+    if optimizer_from_point:
+        state = state.replace(opt_state=point.opt_state)
+    elif reset_momentum:
         state = state.replace(opt_state=jax.tree.map(jax.numpy.zeros_like, state.opt_state))
     return _restart(state)
 
@@ -85,9 +93,9 @@ def is_batchnorm_param(params: PyTree, batch_stats: PyTree) -> PyTree:
 
 
 def learning_rate_rewind_bn(state, *, init=None, point, reset_momentum=False,
-                            rewind_batch_stats=False):
+                            rewind_batch_stats=False, optimizer_from_point=False):
     """LRR with BN rewind: weights kept; BN scale/bias, running stats and optimizer rewound."""
-    del init, reset_momentum, rewind_batch_stats
+    del init, reset_momentum, rewind_batch_stats, optimizer_from_point
     flags = is_batchnorm_param(state.params, state.batch_stats)
     params = jax.tree.map(lambda f, p, q: q if f else p, flags, state.params, point.params)
     return _restart(state.replace(params=params, batch_stats=point.batch_stats,
@@ -106,8 +114,8 @@ METHODS = tuple(MODES)
 NEEDS_POINT = ("wr", "lrr_bn_rewind")
 
 
-def table(method: str, *, reset_momentum: bool = False,
-          rewind_batch_stats: bool = False) -> dict[str, str]:
+def table(method: str, *, reset_momentum: bool = False, rewind_batch_stats: bool = False,
+          optimizer_from_point: bool = False) -> dict[str, str]:
     """Where each of `PARTS` of the start-of-level state comes from, for `method`."""
     rows = {
         "imp": {"weights": "init", "bn_params": "init", "batch_stats": "finished",
@@ -124,6 +132,8 @@ def table(method: str, *, reset_momentum: bool = False,
         row["batch_stats"] = row["weights"]
     if reset_momentum and method == "lrr":
         row["opt_state"] = "zeros"
+    if optimizer_from_point and method == "lrr":
+        row["opt_state"] = "point"
     return row
 
 
@@ -131,7 +141,7 @@ TABLE = {m: table(m) for m in METHODS}
 
 
 def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
-               rewind_batch_stats: bool = False):
+               rewind_batch_stats: bool = False, optimizer_from_point: bool = False):
     """Start-of-level state for `method` from the finished level's state (mask already new).
 
     Args:
@@ -141,8 +151,11 @@ def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
       point: the warm-up state (WR's and LRR-BN's rewind target).
       reset_momentum: LRR only: zero the optimizer state.
       rewind_batch_stats: IMP/WR only: also reset BN running stats.
+      optimizer_from_point: LRR only: the rewind point's optimizer state (LRR
+        with init signs; takes precedence over reset_momentum).
     """
     if method not in MODES:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     return MODES[method](state, init=init, point=point, reset_momentum=reset_momentum,
-                         rewind_batch_stats=rewind_batch_stats)
+                         rewind_batch_stats=rewind_batch_stats,
+                         optimizer_from_point=optimizer_from_point)

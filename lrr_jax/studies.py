@@ -3,7 +3,14 @@
 - Mask transfer (`mask_source`): level k trains with the mask the source run
   trained its level k with.
 - Sign transfer (`sign_transfer`, optionally from `sign_source`): after the
-  rewind, magnitudes and signs are combined (`signs.transfer`).
+  rewind, magnitudes and signs are combined (`signs.transfer`). A sign source
+  gives its level-k final signs to level k (`sign_source_level='same'`, the
+  paper code) or its level k-1 ones (`'previous'`). LRR with init signs takes
+  the signs, and the optimizer state, of the rewind point
+  (`init_signs_from='rewind_point'`, the paper code) or sign(theta_0) with
+  the momentum kept (`'theta0'`); the optimizer part is LRR's rewind row
+  (`rewind.table(..., optimizer_from_point=True)`), checked by
+  `invariants.check_rewind`.
 - Sign perturbation (`perturb_probs`): before epochs e with
   e % perturb_every == perturb_every - 1 of a level (paper code: 29, 59, ...,
   149 of 150), each unpruned weight's sign flips with the replica's
@@ -37,20 +44,56 @@ def source_mask(config, reps, level: int, like_one_method):
     return replicas.take(state.mask, [r.index for r in reps])
 
 
+SIGN_SOURCE_LEVELS = ("same", "previous")
+INIT_SIGNS_FROM = ("rewind_point", "theta0")
+
+
+def sign_source_level(config, level: int) -> int:
+    """The source level whose final weights give level `level` its signs.
+
+    'same' (default): the source's level k. The paper code loads
+    `sign_list_{load_expt_sign}_{level}` (imp-lrr-lts main.py:1286) right after
+    `level += 1` (main.py:1269), i.e. indexed by the level about to be trained,
+    while every level-indexed file it writes is named after the level whose
+    training produced it (`mask_{name}_{level}`, `model_{name}_{level}`,
+    main.py:1267-1268, written before the increment). The sign lists are not
+    written anywhere in that repository; named by the same rule,
+    `sign_list_X_k` holds run X's signs at the end of its level k.
+    'previous': the source's level k-1 final weights, the ones its level k
+    starts from (lrr_jax's behaviour before this key existed).
+    """
+    return level if config.sign_source_level == "same" else level - 1
+
+
 def source_params(config, reps, level: int, like_one_method):
-    """The weights that start the source's level k: its level k-1 final weights."""
-    state = _source_state(config, "sign_source", level - 1, like_one_method)
+    """The source's weights whose signs level `level` takes (`sign_source_level`)."""
+    state = _source_state(config, "sign_source", sign_source_level(config, level),
+                          like_one_method)
     return replicas.take(state.params, [r.index for r in reps])
 
 
-def transfer_signs(config, reps, level: int, state, init, trained_params, source):
+def optimizer_from_point(config) -> bool:
+    """LRR with init signs restores the rewind point's optimizer state (paper code).
+
+    imp-lrr-lts main.py:1397-1411 (`reset_only_weight_sign`): the signs come
+    from `model_{name}_init.pt` and the optimizer is reloaded from
+    `optimizer_{name}.pt`; both are saved after the warm-up (main.py:1024-1025),
+    i.e. at the rewind point (theta_0 without warm-up).
+    """
+    return config.sign_transfer == "init_signs" and config.init_signs_from == "rewind_point"
+
+
+def transfer_signs(config, reps, level: int, state, init, point, trained_params, source):
     """Apply `config.sign_transfer` to each replica of a start-of-level state.
 
     Without a sign source the signs are the replica's own trained ones: level
     k-1's final weights before the rewind (`trained_params`; paper code:
-    reset_weight_amplitude).
+    reset_weight_amplitude). 'init_signs' takes the signs of `point` (the
+    rewind point) or of `init` (theta_0), per `init_signs_from`.
     """
     sign_of = source if source is not None else trained_params
+    if optimizer_from_point(config):  # init_signs from the rewind point
+        init = point  # the paper code's model_{name}_init.pt: the end of the warm-up
     one = replicas.one
     out = [signs.transfer(config.sign_transfer, one(state.params, i), one(init.params, i),
                           one(sign_of, i), one(state.mask, i), seed=r.seed * 1000 + level)

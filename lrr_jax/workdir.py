@@ -121,7 +121,9 @@ def check_sources(config, methods) -> None:
                 raise ConfigError(key, f"{src} was run with {field}={other[field]!r}, this run "
                                   f"uses {config[field]!r}")
         levels = checkpoints.Store(src).levels()
-        needed = config.levels - 1 if key == "sign_source" else config.levels
+        # Levels 1.. take signs: from the source's same level, or the one before.
+        needed = (config.levels - (config.sign_source_level == "previous")
+                  if key == "sign_source" else config.levels)
         have = len(levels)
         if have < needed:
             raise ConfigError(key, f"{src} has {have} finished levels, this run needs {needed}")

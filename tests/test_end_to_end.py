@@ -113,8 +113,9 @@ def test_run_json_records_provenance_and_level_times(three_methods):
     import jax
 
     workdir, out = three_methods
-    assert "devices: " in out.stderr and " (cpu backend), 1 process(es)" in out.stderr
-    assert "campaign: level 2/2 done, 6 replicas, elapsed " in out.stderr
+    assert "devices: " in out.stdout and " (cpu backend), 1 process(es)" in out.stdout
+    assert "campaign: level 2/2 done, 6 replicas, elapsed " in out.stdout
+    assert "devices: " not in out.stderr and "campaign: " not in out.stderr  # stderr: errors
     with open(os.path.join(workdir, "lrr", "run.json")) as f:
         sessions = json.load(f)["sessions"]
     first = sessions[0]

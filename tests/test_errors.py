@@ -158,8 +158,9 @@ def test_batch_size_not_divisible_by_device_count(tmp_path):
     out, _ = main(tmp_path / "w", "--config.batch_size=100",
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert one_line(out) == "error: batch_size: 100 is not divisible by the 8 devices"
-    # Refused before the run started: only the lock file, no config.json, no checkpoints.
-    assert os.listdir(tmp_path / "w") == [".lock"]
+    # Refused before the run started: no config.json, no checkpoints, and the
+    # workdir the run would have created is not left behind holding only .lock.
+    assert not (tmp_path / "w").exists()
 
 
 def test_dataset_not_prepared_says_how_and_does_not_wait(tmp_path):

@@ -17,6 +17,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from trees import assert_trees_equal
 
 from lrr_jax import (
     campaign,
@@ -60,10 +61,6 @@ def tiny(c, **overrides):
 def read_rows(run_dir):
     with open(os.path.join(run_dir, "results.csv")) as f:
         return list(csv.DictReader(f))
-
-
-def same_tree(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def kernels(tree):
@@ -144,74 +141,134 @@ def test_wr_on_lrr_masks_uses_them_exactly(base, root):
     campaign.run(c, run_dir)
     for level in range(LEVELS):
         ours, theirs = workdir_load(run_dir, level), workdir_load(base["lrr"], level)
-        assert same_tree(ours["mask"], theirs["mask"]), level
+        assert_trees_equal(ours["mask"], theirs["mask"])
     rows = read_rows(run_dir)
     assert {r["mask_source"] for r in rows} == {base["lrr"]}
     assert [float(r["density"]) for r in rows] == pytest.approx([1.0, 0.8, 0.64], abs=1e-3)
 
 
 # ---- sign transfer ---------------------------------------------------------------------------
-def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, root):
+@pytest.fixture(scope="module")
+def imp_lrr_signs(base, root):
+    """IMP with LRR's masks and signs (configs/transfer.py:imp_lrr_signs), run to the end."""
     run_dir = str(root / "imp_lrr_signs")
     c = tiny(transfer.get_config("imp_lrr_signs"), mask_source=base["lrr"],
              sign_source=base["lrr"])
     campaign.run(c, run_dir)
+    return c, run_dir
+
+
+@pytest.mark.parametrize("which", ["same", "previous"])
+def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, imp_lrr_signs,
+                                                                      which):
+    """Level k starts at |theta_0| * sign(LRR's level-k final weights) (`same`, the paper code's
+    sign_list_<lrr>_<k>), or sign(LRR's level k-1 final weights) (`previous`).
+
+    The run is made with the default; `previous` replays its level starts.
+    """
+    c, run_dir = imp_lrr_signs
+    assert c.sign_source_level == "same"  # the default
+    c = c.copy_and_resolve_references()
+    c.sign_source_level = which
     run, like = engine_for(c, "imp", run_dir)
     init, _ = store_of(run).restore("init", like)
     point, _ = store_of(run).restore("rewind", like)
     theta0 = kernels(workdir_load(run_dir, "init")["params"])
+    differs = 0
     for level in range(1, LEVELS):
         prev, _ = store_of(run).restore(checkpoints.level_name(level - 1), like)
         start = jax.tree.map(lambda a: np.asarray(a)[0], start_of(run, level, prev, init, point))
-        lrr_prev = kernels(workdir_load(base["lrr"], level - 1)["params"])
+        chosen = level if which == "same" else level - 1  # written out, not studies' rule
+        other = level - 1 if which == "same" else level
+        lrr_signs = kernels(workdir_load(base["lrr"], chosen)["params"])
+        lrr_other = kernels(workdir_load(base["lrr"], other)["params"])
         lrr_mask = workdir_load(base["lrr"], level)["mask"]
-        assert same_tree(start.mask, lrr_mask)
-        assert same_tree(start.mask, workdir_load(run_dir, level)["mask"])
+        assert_trees_equal(start.mask, lrr_mask)
+        assert_trees_equal(start.mask, workdir_load(run_dir, level)["mask"])
         for name, w in kernels(start.params).items():
             m = kernels(lrr_mask)[name] > 0
             np.testing.assert_array_equal(
-                w[m], (np.abs(theta0[name]) * np.sign(lrr_prev[name]))[m], err_msg=name)
+                w[m], (np.abs(theta0[name]) * np.sign(lrr_signs[name]))[m], err_msg=name)
+            differs += int(np.sum(np.sign(lrr_signs[name][m]) != np.sign(lrr_other[name][m])))
         # BatchNorm-free MLP: biases are IMP's rewound ones (theta_0).
         assert int(start.step) == 0
+    assert differs > 0  # LRR's signs moved between levels somewhere: the choice is visible
     rows = read_rows(run_dir)
     assert {r["sign_source"] for r in rows} == {base["lrr"]}
 
 
-@pytest.mark.parametrize("mode,method", [("own_signs", "imp"), ("init_signs", "lrr"),
-                                         ("shuffled_init_magnitudes", "imp")])
-def test_sign_transfer_variants_at_level_start(base, mode, method):
+@pytest.mark.parametrize("mode,method,init_signs_from", [
+    ("own_signs", "imp", "rewind_point"), ("init_signs", "lrr", "rewind_point"),
+    ("init_signs", "lrr", "theta0"), ("shuffled_init_magnitudes", "imp", "rewind_point")])
+def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_from):
     """Replays level_start on the base runs' checkpoints with each variant switched on."""
-    c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode)
+    c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode,
+             init_signs_from=init_signs_from)
     run, like = engine_for(c, method, base[method])
     init, _ = store_of(run).restore("init", like)
     point, _ = store_of(run).restore("rewind", like)
     prev, _ = store_of(run).restore(checkpoints.level_name(1), like)
-    # Flip a random half of the trained signs, so trained and initial signs surely differ
-    # (8 tiny steps hardly move them); magnitude pruning does not see signs.
+    # Flip a random half of the trained signs, and of the rewind point's, so trained, rewind
+    # point and initial signs surely differ (a few tiny steps hardly move them); magnitude
+    # pruning does not see signs.
     rng = np.random.default_rng(0)
-    prev = prev.replace(params=jax.tree_util.tree_map_with_path(
-        lambda path, w: w * rng.choice([-1.0, 1.0], size=w.shape).astype(w.dtype)
-        if masks.is_prunable(path, w[0]) else w, prev.params))
+
+    def flip_half(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, w: w * rng.choice([-1.0, 1.0], size=w.shape).astype(w.dtype)
+            if masks.is_prunable(path, w[0]) else w, params)
+
+    prev = prev.replace(params=flip_half(prev.params))
+    point = point.replace(params=flip_half(point.params))
     start = jax.tree.map(lambda a: np.asarray(a)[0], start_of(run, 2, prev, init, point))
-    theta0 = kernels(jax.tree.map(lambda a: a[0], init.params))
-    trained = kernels(jax.tree.map(lambda a: a[0], prev.params))
+    one = lambda tree: jax.tree.map(lambda a: np.asarray(a)[0], tree)  # noqa: E731
+    theta0 = kernels(one(init.params))
+    warm = kernels(one(point.params))
+    trained = kernels(one(prev.params))
     mask = kernels(start.mask)
     for name, w in kernels(start.params).items():
         m = mask[name] > 0
         if mode == "own_signs":  # IMP: |theta_0| with its own level-1 trained signs
             expected = np.abs(theta0[name]) * np.sign(trained[name])
             np.testing.assert_array_equal(w[m], expected[m])
-        elif mode == "init_signs":  # LRR: kept magnitudes, signs forced back to theta_0's
-            expected = np.abs(trained[name]) * np.sign(theta0[name])
+        elif mode == "init_signs":  # LRR: kept magnitudes, signs forced back
+            signs_of = warm if init_signs_from == "rewind_point" else theta0
+            expected = np.abs(trained[name]) * np.sign(signs_of[name])
             np.testing.assert_array_equal(w[m], expected[m])
+            assert np.any(np.sign(warm[name][m]) != np.sign(theta0[name][m]))  # not a no-op
         else:  # a permutation of the layer's unpruned |theta_0| with own trained signs
             np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
             np.testing.assert_array_equal(np.sort(np.abs(w[m])),
                                           np.sort(np.abs(theta0[name][m])))
             assert not np.array_equal(np.abs(w[m]), np.abs(theta0[name][m]))
+    if mode == "init_signs":
+        # The paper code reloads the rewind point's optimizer (its momentum); 'theta0' keeps
+        # LRR's own. Either way the optimizer state is one of two that differ.
+        kept, rewound = one(prev.opt_state), one(point.opt_state)
+        assert_trees_equal(start.opt_state,
+                           rewound if init_signs_from == "rewind_point" else kept)
+        with pytest.raises(AssertionError):
+            assert_trees_equal(kept, rewound)
     if mode == "own_signs":  # not a no-op: the trained signs differ from theta_0's somewhere
         assert any(np.any(np.sign(trained[n][mask[n] > 0]) != np.sign(theta0[n][mask[n] > 0]))
                    for n in mask)
+
+
+def test_init_signs_options_are_validated():
+    c = tiny(transfer.get_config("lrr_init_signs"))
+    assert c.init_signs_from == "rewind_point"  # the paper code's
+    config_base.validate(c)
+    for key, value in (("init_signs_from", "theta_0"), ("sign_source_level", "next")):
+        bad = c.copy_and_resolve_references()
+        bad[key] = value
+        with pytest.raises(ConfigError, match=f"^{key}: unknown "):
+            config_base.validate(bad)
+    bad = c.copy_and_resolve_references()
+    bad.reset_momentum = True
+    with pytest.raises(ConfigError, match="^init_signs_from: 'rewind_point' restores"):
+        config_base.validate(bad)
+    bad.init_signs_from = "theta0"
+    config_base.validate(bad)
 
 
 # ---- random masks ----------------------------------------------------------------------------
