@@ -18,10 +18,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "lrr_jax.bench", "--only=throughput,vmap,vmap_runs,prune",
+    cmd = [sys.executable, "-m", "lrr_jax.bench", "--only=throughput,vmap,vmap_runs,methods,prune",
            "--models=resnet18", "--dtypes=float32", "--width=0.0625", "--batch=16",
            "--steps=2", "--repeats=1", "--vmap_replicas=2", "--vmap_epochs=1",
-           "--vmap_runs_levels=1", f"--out={out}"]
+           "--vmap_runs_levels=1", "--methods_levels=1", f"--out={out}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -46,6 +46,13 @@ def test_bench_runs_and_writes_json(tmp_path):
     runs = result["details"]["vmap_runs"]
     assert 0.1 < runs["vmapped_last_level_mean_test_acc"] <= 1.0
 
+    methods = result["details"]["methods"]
+    assert methods["methods"] == ["imp", "wr", "lrr"] and methods["num_replicas"] == 2
+    assert result["methods_one_program_speedup"] == methods["methods_one_program_speedup"] > 0
+    accs = [methods[f"{v}_last_level_mean_test_acc"] for v in
+            ("one_program", "one_replica_at_a_time", "one_method_at_a_time")]
+    assert max(accs) - min(accs) < 0.02, accs  # the same replicas, up to summation order
+
     prune = result["details"]["prune"]
     assert 0 < result["prune_seconds"] == prune["prune_seconds"]
     assert result["met"]["prune_seconds"] == (result["prune_seconds"] < 1.0)
@@ -57,3 +64,4 @@ def test_bench_runs_and_writes_json(tmp_path):
     table = rendered.stdout
     assert f"| resnet18 | float32 | 0.0625 | 16 | {row['masked']['images_per_second']} |" in table
     assert f"| prune_seconds | {result['prune_seconds']} | < 1 |" in table
+    assert f"one program {methods['one_program_seconds']} s" in table

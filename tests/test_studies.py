@@ -17,7 +17,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from trees import assert_trees_equal
+from trees import assert_trees_close, assert_trees_equal
 
 from lrr_jax import (
     campaign,
@@ -28,6 +28,7 @@ from lrr_jax import (
     masks,
     pruning,
     replicas,
+    studies,
     workdir,
 )
 from lrr_jax.errors import ConfigError
@@ -328,6 +329,65 @@ def test_perturbation_replicas_share_one_program(base, root):
     table = open(os.path.join(workdir, "summary.txt")).read().splitlines()[0]
     assert [c.strip() for c in table.strip("|").split("|")][2:] == [
         f"lrr p={p} (%)" for p in ("0", "0.1", "0.2", "0.3", "0.5")]
+
+
+def test_perturb_every_3_flips_only_before_epochs_2_and_5_unpruned_weights_only(
+        root, monkeypatch):
+    """perturb_every=3 over 6 epochs: flips before epochs 2 and 5 of each level (paper
+    code: epoch % 30 == 29), each unpruned kernel entry with probability p, pruned
+    entries and biases never.
+
+    The learning rate is 1e-30, so training leaves the weights as they are and
+    every change of sign between a level's start and its end is a perturbation.
+    """
+    calls = []
+    real = studies.perturb
+
+    def recording(config, reps, state, level, epoch, put):
+        host = jax.tree.map(lambda a: np.array(a)[0], (state.params, state.mask))
+        out = real(config, reps, state, level, epoch, put)  # donates `state`
+        calls.append((level, epoch, host[0], jax.tree.map(lambda a: np.array(a)[0], out.params),
+                      host[1]))
+        return out
+
+    monkeypatch.setattr(studies, "perturb", recording)
+    p = 0.3
+    c = tiny(sign_perturbation.get_config(), methods="lrr", levels=2, epochs_per_level=6,
+             perturb_every=3, perturb_probs=str(p), warmup_epochs=0, lr=1e-30, lr_min=1e-30,
+             mlp_hidden=(64, 64))
+    run_dir = str(root / "perturb_every_3")
+    rows = campaign.run(c, run_dir)["lrr"]
+    assert [(level, epoch) for level, epoch, *_ in calls] == [(0, 2), (0, 5), (1, 2), (1, 5)]
+    assert [r["steps_after_last_flip"] for r in rows] == [1 * 4] * 2  # 400 / 100: 4 steps
+
+    def one(tree):
+        return jax.tree.map(np.asarray, tree)
+
+    lrr = os.path.join(run_dir, "lrr")
+    starts = [one(workdir_load(lrr, "init")["params"]), one(workdir_load(lrr, 0)["params"])]
+    ends = [one(workdir_load(lrr, 0)["params"]), one(workdir_load(lrr, 1)["params"])]
+    for level in range(2):
+        (_, _, b2, a2, m2), (_, _, b5, a5, m5) = calls[2 * level:2 * level + 2]
+        # Nothing else changes the weights (lr 1e-30 moves them by ~1e-30) or their signs:
+        # start -> flip -> flip -> end.
+        for x, y in ((b2, starts[level]), (b5, a2), (a5, ends[level])):
+            assert_trees_close(x, y, rtol=1e-6, atol=1e-20)
+            for n in kernels(x):
+                np.testing.assert_array_equal(np.sign(kernels(x)[n]), np.sign(kernels(y)[n]))
+        for before, after, mask in ((b2, a2, m2), (b5, a5, m5)):
+            kb, ka, km = kernels(before), kernels(after), kernels(mask)
+            assert_trees_equal(jax.tree.map(np.abs, ka), jax.tree.map(np.abs, kb))
+            flipped = {n: np.sign(ka[n]) != np.sign(kb[n]) for n in kb}
+            assert not any(np.any(f[km[n] == 0]) for n, f in flipped.items())  # pruned: never
+            kept = sum(int(np.sum(km[n] > 0)) for n in kb)
+            frac = sum(int(np.sum(f)) for f in flipped.values()) / kept
+            assert abs(frac - p) < 4 * np.sqrt(p * (1 - p) / kept), (level, frac, kept)
+            for path_b, path_a in zip(jax.tree_util.tree_flatten_with_path(before)[0],
+                                      jax.tree_util.tree_flatten_with_path(after)[0]):
+                if "bias" in jax.tree_util.keystr(path_b[0]):
+                    np.testing.assert_array_equal(path_a[1], path_b[1])  # biases never flip
+        if level == 1:  # the pruned entries exist at level 1
+            assert sum(int(np.sum(v == 0)) for v in kernels(m2).values()) > 0
 
 
 def test_by_replica_setting_keeps_plain_runs():

@@ -28,6 +28,14 @@ Parts (`--only=a,b,...`; default all):
   against one campaign with `num_replicas=K`; `--vmap_runs_levels` levels of
   the quickstart's epochs. `vmap_runs_speedup` = sequential seconds / vmapped
   seconds (one repeat each).
+* `methods`: the quickstart's methods x seeds (6 replicas) as three whole
+  campaigns: one program for all (`replica_batch=0`), the same replicas one at a
+  time through one compiled program (`replica_batch=1`), and one campaign per
+  method (its seeds vmapped: how methods ran before they became replicas);
+  `methods_one_program_speedup` = one-method-at-a-time seconds / one-program
+  seconds (target >= 1: one program is not slower), also
+  `replicas_one_program_speedup`. `--methods_levels` (default: the
+  quickstart's 15). Compilation is included: each campaign compiles its own.
 * `prune`: `pruning.prune` (global magnitude, exact count) on random
   ResNet50/CIFAR100-size parameters (23.65M prunable weights) with a mask at
   density 0.8^4, pruned to 0.8^5; `prune_seconds` is the median.

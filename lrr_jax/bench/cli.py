@@ -13,7 +13,7 @@ import jax
 from lrr_jax import config_base, parallel
 from lrr_jax.bench import parts, programs, render, timing
 
-PARTS = ("throughput", "vmap", "vmap_runs", "prune", "quickstart", "torch")
+PARTS = ("throughput", "vmap", "vmap_runs", "methods", "prune", "quickstart", "torch")
 # Per-platform defaults: (width, steps per timed epoch, repeats).
 PLATFORM_DEFAULTS = {"cpu": (0.25, 2, 3), "gpu": (1.0, 50, 5), "tpu": (1.0, 50, 5)}
 DESCRIPTION = ("Benchmarks of the training engine: `python -m lrr_jax.bench` prints one JSON "
@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vmap_epochs", type=int, default=2)
     p.add_argument("--vmap_runs_levels", type=int, default=3,
                    help="levels of the quickstart campaign in the vmap_runs part")
+    p.add_argument("--methods_levels", type=int, default=0,
+                   help="levels of the quickstart campaign in the methods part "
+                        "(default 0: the quickstart's own)")
     p.add_argument("--quickstart_config", default=programs.QUICKSTART_CONFIG)
     p.add_argument("--quickstart_overrides", default="",
                    help="extra flags for the quickstart run, space-separated "
@@ -94,12 +97,14 @@ def run(argv=None) -> dict:
     chosen = resolve_defaults(args)
     settings = {k: getattr(args, k) for k in (
         "only", "width", "batch", "steps", "repeats", "models", "dtypes", "parallel",
-        "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "quickstart_overrides", "out")}
+        "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "methods_levels",
+        "quickstart_overrides", "out")}
     result = {"command": " ".join(["python -m lrr_jax.bench", *args.argv]),
               "settings": settings, "defaults_chosen": chosen, "device": device_info(),
               "targets": render.TARGETS, "loadavg_start": timing.loadavg(),
               "throughput": [], "masked_over_dense": None, "vmap_speedup": None,
-              "vmap_runs_speedup": None, "prune_seconds": None, "quickstart_seconds": None,
+              "vmap_runs_speedup": None, "methods_one_program_speedup": None,
+              "prune_seconds": None, "quickstart_seconds": None,
               "torch_ratio": None,
               "details": {}}
     t0 = time.perf_counter()
@@ -112,6 +117,10 @@ def run(argv=None) -> dict:
     if "vmap_runs" in args.only:
         rec = parts.bench_vmap_runs(args)
         result["details"]["vmap_runs"], result["vmap_runs_speedup"] = rec, rec["vmap_runs_speedup"]
+    if "methods" in args.only:
+        rec = parts.bench_methods(args)
+        result["details"]["methods"] = rec
+        result["methods_one_program_speedup"] = rec["methods_one_program_speedup"]
     if "prune" in args.only:
         rec = parts.bench_prune(args)
         result["details"]["prune"], result["prune_seconds"] = rec, rec["prune_seconds"]

@@ -161,6 +161,53 @@ def bench_vmap_runs(args) -> dict:
     return rec
 
 
+def bench_methods(args) -> dict:
+    """The quickstart's methods x seeds as one program, one replica at a time, one method at a time.
+
+    Three ways to run the same replicas (every method of the quickstart x its
+    seeds), each a whole campaign (`programs.run_campaign`) that builds and
+    compiles its own programs, in this order: one program for all replicas
+    (`replica_batch=0`, the default); the same replicas one after another
+    through the same compiled program (`replica_batch=1`); and one campaign per
+    method (each method's seeds vmapped together: how runs were made before
+    methods became replicas). With `data_order=per_replica` all three are the
+    same computation up to float summation order; their last-level accuracies
+    are recorded as a check.
+    """
+    c = programs.quickstart_config(args.quickstart_config)
+    if args.methods_levels:
+        c.levels = args.methods_levels
+    c.progress, c.tensorboard = False, False
+    methods = config_base.methods_of(c)
+    rec = {"part": "methods", "model": f"mlp{tuple(c.mlp_hidden)}", "dataset": c.dataset,
+           "methods": list(methods), "num_replicas": c.num_replicas, "levels": c.levels,
+           "epochs_per_level": c.epochs_per_level, "warmup_epochs": c.warmup_epochs,
+           "data_order": c.data_order}
+    variants = {"one_program": [(",".join(methods), 0)],
+                "one_replica_at_a_time": [(",".join(methods), 1)],
+                "one_method_at_a_time": [(m, 0) for m in methods]}
+    with timing.measuring(rec), tempfile.TemporaryDirectory() as tmp, \
+            contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON object
+        for name, runs in variants.items():
+            t = time.perf_counter()
+            rows = {}
+            for i, (ms, group) in enumerate(runs):
+                one = c.copy_and_resolve_references()
+                one.methods, one.replica_batch = ms, group
+                rows.update(programs.run_campaign(one, os.path.join(tmp, f"{name}{i}")))
+            rec[f"{name}_seconds"] = rnd(time.perf_counter() - t)
+            last = [float(r["test_acc"]) for m in methods for r in rows[m]
+                    if int(r["level"]) == c.levels - 1]
+            assert len(last) == len(methods) * c.num_replicas, (name, len(last))  # same work
+            rec[f"{name}_last_level_mean_test_acc"] = rnd(float(np.mean(last)))
+    rec["methods_one_program_speedup"] = rnd(rec["one_method_at_a_time_seconds"]
+                                             / rec["one_program_seconds"])
+    rec["replicas_one_program_speedup"] = rnd(rec["one_replica_at_a_time_seconds"]
+                                              / rec["one_program_seconds"])
+    timing.progress(rec)
+    return rec
+
+
 def bench_prune(args) -> dict:
     c = config_base.get_base_config()
     c.model, c.width = "resnet50", 1.0
