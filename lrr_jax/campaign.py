@@ -21,12 +21,14 @@ from lrr_jax import (
     distributed,
     engine,
     levels,
+    plan,
     provenance,
     replicas,
     runlock,
     workdir,
 )
 from lrr_jax.data import paths
+from lrr_jax.errors import ConfigError
 
 # Run-directory keys with `~` / `$VAR` expanded before anything reads them (and as
 # expanded in config.json); "path:level" references keep their level suffix.
@@ -44,6 +46,12 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
         if config.get(key) and paths.expand(config[key]) != config[key]:
             config[key] = paths.expand(config[key])
     config_base.validate(config)
+    if config.get("dry_run"):  # the plan only: no workdir, no lock, nothing trained
+        if config.experiment != "prune":
+            raise ConfigError("dry_run", f"plans the level loop (experiment 'prune'), not "
+                              f"experiment {config.experiment!r}")
+        plan.dry_run(config)
+        return {}
     distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
     # One lock per run: process 0 holds it for all processes of a multi-process run.
     with runlock.hold(work_dir) if distributed.is_primary() else contextlib.nullcontext():
@@ -62,6 +70,7 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
               f"backend), {jax.process_count()} process(es)", flush=True)
+    plan.warn_if_paper_scale_on_cpu(config)
     c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
                         provenance=provenance.Record(list(dirs.values()), devices))

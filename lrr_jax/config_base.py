@@ -20,7 +20,7 @@ EXPERIMENTS = ("prune", "single_neuron", "lmc")
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods", "replica_batch",
+                "tensorboard", "methods", "replica_batch", "dry_run",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
 
 
@@ -123,6 +123,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Allow a workdir holding a run of a different config: that run's checkpoints, results
     # and TensorBoard files are deleted first (never resumed as this config's).
     c.overwrite = False
+    # Print the plan (replicas, schedule, memory per device, a projected time from a few
+    # measured steps) and exit without training or writing anything.
+    c.dry_run = False
     return c
 
 

@@ -66,12 +66,19 @@ def save_mid(p: Phase, state, epoch: int, best, last_eval, train_metrics) -> str
     return name
 
 
+def tb_tag(tag: str, replica) -> str:
+    """A replica's TensorBoard tag, from its identity: `level/test_acc/seed_0` (`..._p0.1`
+    with a sign perturbation), the same whatever the replica count or order."""
+    suffix = f"seed_{replica.seed}" + (f"_p{replica.perturb_prob:g}" if replica.perturb_prob
+                                       else "")
+    return f"{tag}/{suffix}"
+
+
 def _log(p: Phase, tag: str, values, step: int) -> None:
-    # Tags name the replica's index within its method whatever the replica count.
     for r, v in zip(p.reps, np.atleast_1d(values)):
-        writer = p.writers.get(r.method)
+        writer = p.writers.get(r.method)  # one event folder per method: <run>/<method>/tb
         if writer is not None:
-            writer.add_scalar(f"{tag}/replica_{r.index}", float(v), step)
+            writer.add_scalar(tb_tag(tag, r), float(v), step)
 
 
 def progress(iterable, desc, enabled, **kwargs):

@@ -243,7 +243,11 @@ def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> 
 
 
 def pad_for_eval(x: np.ndarray, y: np.ndarray, num_devices: int, eval_batch: int):
-    """Pad a split to a multiple of num_devices * eval_batch; returns x, y, weights."""
+    """Pad a split to a multiple of num_devices * eval_batch.
+
+    Returns x, y, weights (1 for real examples, 0 for padding) and the eval
+    batch used (`eval_batch`, lowered for a split smaller than one batch per device).
+    """
     n = x.shape[0]
     eval_batch = max(1, min(eval_batch, math.ceil(n / num_devices)))
     chunk = num_devices * eval_batch

@@ -1,0 +1,282 @@
+"""The plan of a run before it trains: `--config.dry_run=True`, and the CPU warning.
+
+`describe(config)` measures what a run of `config` would cost on the devices
+it would use, without the workdir and without training it:
+
+- the replicas (method, seed, perturbation) and how they are grouped into
+  programs (`replica_batch`);
+- the schedule: warm-up epochs, levels x epochs, steps per epoch, steps per
+  replica, evaluations;
+- the memory on each device: parameters, mask, optimizer state and BatchNorm
+  statistics of every replica of a group, the training and test data, and the
+  temporaries XLA allocates for the compiled level epoch (its own
+  `memory_analysis`, where the backend reports one);
+- a projected wall time from measured steps: the level epoch of the real
+  model, optimizer and batch, compiled for `MEASURED_STEPS` steps on random
+  data of the dataset's shape, timed after its compilation; evaluation timed
+  the same way on `eval_batch_size` examples. The projection is steps x
+  seconds per step + evaluations, per replica group, compilation excluded.
+
+The dataset is read when it is available (its real sizes); otherwise the
+standard split sizes are assumed and the plan says so.
+
+`warn_if_paper_scale_on_cpu(config)`: a full-width ResNet on a CPU backend
+prints one warning with this projection before the run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+
+from lrr_jax import data, distributed, engine, models, parallel, replicas, train
+from lrr_jax.errors import ConfigError
+
+MEASURED_STEPS = 3
+# Split sizes and example shapes assumed when a dataset is not available here.
+NOMINAL = {"cifar10": (50000, 10000, (32, 32, 3), 10), "cifar100": (50000, 10000, (32, 32, 3), 100),
+           "tiny_imagenet": (100000, 10000, (64, 64, 3), 200)}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _hms(seconds: float) -> str:
+    d, rest = divmod(int(round(seconds)), 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{d}d{h:02d}h{m:02d}m" if d else f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s")
+
+
+def _bytes(tree) -> int:
+    return int(sum(np.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree)))
+
+
+def _shapes(config) -> tuple[int, int, tuple, int, int, str]:
+    """(train size, test size, example shape, classes, data bytes, where the sizes come from)."""
+    try:
+        ds = data.load(config)
+        return (len(ds.train_y), len(ds.test_y), tuple(ds.train_x.shape[1:]), ds.num_classes,
+                ds.train_x.nbytes + ds.test_x.nbytes, "read from the dataset")
+    except ConfigError:
+        if config.dataset not in NOMINAL:
+            raise
+        n_train, n_test, shape, classes = NOMINAL[config.dataset]
+        if config.train_limit:
+            n_train = min(n_train, int(config.train_limit))
+        if config.test_limit:
+            n_test = min(n_test, int(config.test_limit))
+        test_shape = shape
+        if config.dataset == "tiny_imagenet" and int(config.tiny_imagenet_resolution) == 224:
+            test_shape = (224, 224, 3)  # the test split is resized once, on the host
+        nbytes = n_train * int(np.prod(shape)) + n_test * int(np.prod(test_shape))
+        return (n_train, n_test, shape, classes, nbytes,
+                "not prepared here: the standard sizes assumed")
+
+
+def _memory(compiled) -> dict | None:
+    """XLA's own accounting of a compiled program's memory, where the backend gives one."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
+    if stats is None:
+        return None
+    return {"temp": int(getattr(stats, "temp_size_in_bytes", 0)),
+            "arguments": int(getattr(stats, "argument_size_in_bytes", 0)),
+            "outputs": int(getattr(stats, "output_size_in_bytes", 0))}
+
+
+def _timed(fn, *args, budget_s: float):
+    """(last output, best seconds) of an already compiled call, repeated up to 3 times
+    while the calls so far took less than `budget_s`."""
+    best, out, spent = float("inf"), None, 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        out = fn(*args)
+        jax.block_until_ready(out)
+        seconds = time.perf_counter() - t
+        best, spent = min(best, seconds), spent + seconds
+        if spent >= budget_s:
+            break
+        if isinstance(out, tuple) and len(out) == 2 and hasattr(out[0], "params"):
+            args = (out[0], *args[1:])  # an epoch: feed its (donated) state back
+    return out, best
+
+
+def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEASURED_STEPS,
+            budget_s: float = 15.0) -> dict:
+    """Seconds per step of the level epoch for `group` replicas, and per eval example.
+
+    Measured through the jit + shard_map mapping (what `pmap` runs as in this
+    JAX), compiled ahead of time so that XLA's memory accounting comes with it.
+    """
+    backend = parallel.Backend("shard_map", engine.devices(config))
+    image = len(shape) == 3
+    rng = np.random.default_rng(0)
+    n = steps * int(config.batch_size)
+    if image:
+        x = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        mean, std = np.full(shape[-1], 0.5, np.float32), np.full(shape[-1], 0.25, np.float32)
+    else:
+        x = rng.standard_normal((n, *shape)).astype(np.float32)
+        mean, std = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    model = models.create(config, classes, bn_axis_name=train.AXIS)
+    sample = np.zeros((1, *shape), np.float32)
+    state = parallel.get(train.create_replicas(model, config, [int(config.seed) + r for r in
+                                                               range(group)], sample))
+    per_replica = config.data_order == "per_replica"
+    fn, steps = train.make_train_epoch(
+        apply_fn=model.apply, config=config, phase="level", num_train=n,
+        num_devices=backend.num_devices, mean=mean, std=std, image=image,
+        per_replica=per_replica)
+    xs, ys = backend.put(x), backend.put(y)
+    key = jax.random.PRNGKey(0)
+    keys = backend.put(jax.random.split(key, group) if per_replica else key)
+    placed = backend.put(state)
+    t = time.perf_counter()
+    epoch = backend.map(fn, 4, donate_first=True).lower(placed, xs, ys, keys).compile()
+    compile_seconds = time.perf_counter() - t
+    (placed, _), seconds = _timed(epoch, placed, xs, ys, keys, budget_s=budget_s)
+    # Evaluation on at most a training batch per device (its time per example).
+    eval_n = min(int(config.eval_batch_size), int(config.batch_size)) * backend.num_devices
+    ex, ey = np.resize(x, (eval_n, *shape)), np.resize(y, eval_n)
+    ex, ey, ew, eval_batch = train.pad_for_eval(ex, ey, backend.num_devices,
+                                                eval_n // backend.num_devices)
+    evaluate = backend.map(train.make_evaluate(apply_fn=model.apply,
+                                               num_devices=backend.num_devices, mean=mean,
+                                               std=std, eval_batch=eval_batch), 4)
+    args = [backend.put(a) for a in (ex, ey, ew)]
+    jax.block_until_ready(evaluate(placed, *args))  # compiles
+    _, eval_seconds = _timed(evaluate, placed, *args, budget_s=budget_s)
+    return {"compile_seconds": compile_seconds, "step_seconds": seconds / steps,
+            "eval_seconds_per_examples": eval_seconds / len(ey), "memory": _memory(epoch),
+            "state_bytes": _bytes(state), "devices": backend.num_devices}
+
+
+def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> dict:
+    """The plan of `config` as a dict (see the module docstring).
+
+    `steps`: the level epoch is compiled for this many steps and timed (up to 3
+    calls, fewer once they took `budget_s`).
+    """
+    reps = replicas.from_config(config)
+    groups = replicas.groups(len(reps), config.replica_batch)
+    n_train, n_test, shape, classes, data_bytes, source = _shapes(config)
+    batch = int(config.batch_size)
+    steps_per_epoch = n_train // batch
+    epochs = int(config.warmup_epochs) + int(config.levels) * int(config.epochs_per_level)
+    evals_per_level = len([e for e in range(int(config.epochs_per_level))
+                           if (e + 1) % int(config.eval_every_epochs) == 0
+                           or e == int(config.epochs_per_level) - 1])
+    m = measure(config, len(groups[0]), shape, classes, steps=steps, budget_s=budget_s)
+    train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups)
+    eval_seconds = (int(config.levels) * evals_per_level * n_test
+                    * m["eval_seconds_per_examples"] * len(groups))
+    if config.shard_train_data:  # each device holds 1/N of the training split
+        train_bytes = data_bytes * n_train // max(n_train + n_test, 1)
+        data_bytes -= train_bytes - train_bytes // m["devices"]
+    return {
+        "replicas": [r.name for r in reps], "groups": [len(g) for g in groups],
+        "dataset": {"name": config.dataset, "train": n_train, "test": n_test,
+                    "example_shape": list(shape), "classes": classes, "sizes": source},
+        "schedule": {"warmup_epochs": int(config.warmup_epochs), "levels": int(config.levels),
+                     "epochs_per_level": int(config.epochs_per_level), "batch": batch,
+                     "steps_per_epoch": steps_per_epoch,
+                     "steps_per_replica": epochs * steps_per_epoch,
+                     "evaluations_per_level": evals_per_level},
+        "devices": _device_line(config),
+        "memory_bytes_per_device": {
+            "state_per_group": m["state_bytes"], "data": data_bytes,
+            "compiled_epoch_temporaries": (m["memory"] or {}).get("temp")},
+        "measured": {"steps": steps, "replicas": len(groups[0]),
+                     "compile_seconds": round(m["compile_seconds"], 2),
+                     "step_seconds": round(m["step_seconds"], 5),
+                     "eval_seconds_per_1000_examples": round(1000 * m["eval_seconds_per_examples"],
+                                                             4)},
+        "projected_seconds": {"train": round(train_seconds, 1), "eval": round(eval_seconds, 1),
+                              "total": round(train_seconds + eval_seconds, 1)},
+    }
+
+
+def _device_line(config) -> str:
+    devices = engine.devices(config)
+    return (f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform} backend), "
+            f"{jax.process_count()} process(es)")
+
+
+def render(config, plan: dict) -> str:
+    """The plan as the lines `--config.dry_run=True` prints."""
+    s, mem, meas = plan["schedule"], plan["memory_bytes_per_device"], plan["measured"]
+    d = plan["dataset"]
+    temp = mem["compiled_epoch_temporaries"]
+    total = mem["state_per_group"] + mem["data"] + (temp or 0)
+    resolved = {k: config[k] for k in sorted(config.keys())}
+    lines = [
+        "plan (dry run: nothing is trained and nothing is written)",
+        "config: " + json.dumps(resolved, sort_keys=True, default=str),
+        f"replicas: {len(plan['replicas'])} in {len(plan['groups'])} program run(s) of "
+        f"{plan['groups'][0]} (replica_batch={config.replica_batch}): "
+        + "; ".join(plan["replicas"]),
+        f"data: {d['name']} {d['train']} train / {d['test']} test, examples "
+        f"{tuple(d['example_shape'])}, {d['classes']} classes ({d['sizes']})",
+        f"schedule: {s['warmup_epochs']} warm-up epoch(s) + {s['levels']} levels x "
+        f"{s['epochs_per_level']} epochs, {s['steps_per_epoch']} steps per epoch at batch "
+        f"{s['batch']}: {s['steps_per_replica']:,} steps per replica; "
+        f"{s['evaluations_per_level']} evaluation(s) per level",
+        f"devices: {plan['devices']}",
+        f"memory per device: replica state (params, mask, optimizer, BN statistics) "
+        f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), data "
+        f"{_mib(mem['data'])}, compiled epoch temporaries "
+        f"{_mib(temp) if temp is not None else 'not reported by this backend'}: about "
+        f"{_mib(total)}",
+        f"measured: the level epoch of {meas['replicas']} replica(s) compiled for "
+        f"{meas['steps']} steps: {meas['compile_seconds']} s to compile, then "
+        f"{meas['step_seconds']} s per step (best call); evaluation "
+        f"{meas['eval_seconds_per_1000_examples']} s per 1000 examples",
+        f"projected: {_hms(plan['projected_seconds']['total'])} "
+        f"(training {_hms(plan['projected_seconds']['train'])}, evaluation "
+        f"{_hms(plan['projected_seconds']['eval'])}; compilation, pruning and checkpoints "
+        f"not included)",
+    ]
+    return "\n".join(lines)
+
+
+def dry_run(config) -> dict:
+    """Print the plan (process 0) and return it."""
+    plan = describe(config)
+    if distributed.is_primary():
+        print(render(config, plan), flush=True)
+    return plan
+
+
+def is_paper_scale(config) -> bool:
+    """A full-width ResNet (width >= 0.5): hours per level on a CPU."""
+    return config.model in models.MODELS and config.model.startswith("resnet") and \
+        float(config.width) >= 0.5
+
+
+def warn_if_paper_scale_on_cpu(config) -> None:
+    """One warning with the projected time when a paper-scale config starts on a CPU.
+
+    The projection comes from one measured step (a full-width ResNet step takes
+    seconds to a minute on a CPU), so the warning costs about a minute before a
+    run that would take months.
+    """
+    if jax.devices()[0].platform != "cpu" or not is_paper_scale(config) or config.dry_run:
+        return
+    plan = describe(config, steps=1, budget_s=0.0)
+    if distributed.is_primary():
+        print(f"warning: {config.model} at width {config.width} with {config.levels} levels x "
+              f"{config.epochs_per_level} epochs on a CPU: projected "
+              f"{_hms(plan['projected_seconds']['total'])} from a measured step "
+              f"({plan['measured']['step_seconds']} s). This config is meant for a GPU or TPU "
+              f"(README: On a GPU); --config.dry_run=True prints the whole plan.",
+              file=sys.stderr, flush=True)
