@@ -70,10 +70,10 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
               f"backend), {jax.process_count()} process(es)", flush=True)
-    plan.warn_if_paper_scale_on_cpu(config)
     c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
                         provenance=provenance.Record(list(dirs.values()), devices))
+    plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first
     if config.tensorboard and distributed.is_primary():
         from tensorboardX import SummaryWriter
         c.writers = {m: SummaryWriter(os.path.join(d, "tb")) for m, d in dirs.items()}
