@@ -8,6 +8,8 @@
 # `python -m lrr_jax.report`, one folder per setting:
 #   mnist1d/        IMP/WR/LRR, mask and sign transfers, random masks, sign
 #                   perturbation, linear mode connectivity (MLP 2x256 on mnist1d)
+#   mnist1d_budget/ sign perturbation at batch 100 and at batch 20 (the paper's
+#                   recovery budget after the last flip), side by side
 #   cifar10_small/  IMP and LRR (C10_TRANSFER=1: and LRR on IMP's masks), narrow
 #                   ResNet18 on a generated CIFAR-10-format archive
 #   theory/         the single-hidden-neuron experiment (when configs/single_neuron.py exists)
@@ -16,8 +18,12 @@
 # directory keeps its finished levels, so re-running the script after an
 # interruption continues where it stopped and skips what is done.
 # Environment knobs (the defaults are what docs/figures was made with):
+#   SEEDS               seeds per setting, trained together as replicas (3)
 #   LEVELS, EPOCHS      mnist1d pruning levels and epochs per level (15, 12)
-#   C10_LEVELS, C10_EPOCHS, C10_TRAIN, C10_TEST   the ResNet part (6, 3, 1280, 500)
+#   PAPER_BUDGET=0      leave out the perturbation variant with the paper's recovery
+#                       budget (batch 20: 200 steps per epoch, the paper's 196, so the
+#                       one epoch after the last flip is the paper's ~196 steps)
+#   C10_LEVELS, C10_EPOCHS, C10_TRAIN, C10_TEST, C10_SEEDS   the ResNet part (6, 3, 1280, 500, 3)
 #   C10_TRANSFER=1     also LRR on IMP's masks for the ResNet
 #   SKIP_CIFAR=1        leave out the ResNet part
 set -euo pipefail
@@ -25,6 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/small}
 FIGS=${2:-docs/figures}
+SEEDS=${SEEDS:-3}
 LEVELS=${LEVELS:-15}
 EPOCHS=${EPOCHS:-12}
 PERTURB_EVERY=$(( EPOCHS / 5 > 0 ? EPOCHS / 5 : 1 ))
@@ -32,10 +39,12 @@ C10_LEVELS=${C10_LEVELS:-6}
 C10_EPOCHS=${C10_EPOCHS:-3}
 C10_TRAIN=${C10_TRAIN:-1280}
 C10_TEST=${C10_TEST:-500}
+C10_SEEDS=${C10_SEEDS:-3}
 PY=${PYTHON:-python}
 mkdir -p "$RUNS" "$FIGS"
 M="$RUNS/mnist1d"
-COMMON=(--config.levels="$LEVELS" --config.epochs_per_level="$EPOCHS" --config.progress=False)
+COMMON=(--config.levels="$LEVELS" --config.epochs_per_level="$EPOCHS" --config.progress=False
+        --config.num_replicas="$SEEDS")
 START=$SECONDS
 
 step() {  # step NAME COMMAND...: run a command, timing it
@@ -70,9 +79,18 @@ main lrr_init_signs "$M/lrr_init_signs" --config=configs/transfer.py:lrr_init_si
 for alloc in balanced erk uniform global; do
   main "random_$alloc" "$M/random_$alloc" --config=configs/random_masks.py:"$alloc" "${COMMON[@]}"
 done
-# Sign perturbation: 5 flip probabilities x 2 seeds = 10 vmapped replicas per method.
+# Sign perturbation: 5 flip probabilities x SEEDS seeds, vmapped replicas, IMP and LRR.
 main perturbation "$M/perturbation" --config=configs/sign_perturbation.py "${COMMON[@]}" \
   --config.perturb_every="$PERTURB_EVERY"
+# The same with the paper's recovery budget: batch 20 makes an epoch 200 steps (the
+# paper's CIFAR epoch is 196), so the epoch after the last flip matches the paper's.
+# Outside $M, so that batch_size does not become a label of every mnist1d series.
+B="$RUNS/mnist1d_budget"
+if [ "${PAPER_BUDGET:-1}" != 0 ]; then
+  main perturbation_paper_budget "$B/perturbation_paper_budget" \
+    --config=configs/sign_perturbation.py "${COMMON[@]}" \
+    --config.perturb_every="$PERTURB_EVERY" --config.batch_size=20
+fi
 # Linear mode connectivity (and sign agreement) between checkpoints.
 L=$((LEVELS - 1)); H=$((LEVELS / 2))
 lmc() {
@@ -84,6 +102,10 @@ lmc "lrr_$((H - 1))_vs_lrr_${H}" "$LRR:$((H - 1))" "$LRR:$H"
 lmc "imp_$((H - 1))_vs_imp_${H}" "$IMP:$((H - 1))" "$IMP:$H"
 lmc "lrr_${L}_vs_imp_${L}" "$LRR:$L" "$IMP:$L"
 step report_mnist1d "$PY" -m lrr_jax.report "$M" --out "$FIGS/mnist1d"
+if [ "${PAPER_BUDGET:-1}" != 0 ]; then  # both perturbation runs side by side
+  step report_mnist1d_budget "$PY" -m lrr_jax.report "$M/perturbation" "$B" \
+    --out "$FIGS/mnist1d_budget"
+fi
 
 # ---- narrow ResNet18 on a generated CIFAR-10-format archive ----------------------------
 if [ "${SKIP_CIFAR:-0}" != 1 ]; then
@@ -94,7 +116,8 @@ if [ "${SKIP_CIFAR:-0}" != 1 ]; then
 s.write_cifar_archive('$ARCHIVE', num_train=$C10_TRAIN, num_test=$C10_TEST)"
   # A data dir of its own: a synthetic CIFAR-10 must never stand in for the real one.
   CC=(--config.cifar_archive="$ARCHIVE" --config.data_dir="$C/tfds"
-      --config.levels="$C10_LEVELS" --config.epochs_per_level="$C10_EPOCHS" --config.progress=False)
+      --config.levels="$C10_LEVELS" --config.epochs_per_level="$C10_EPOCHS" --config.progress=False
+      --config.num_replicas="$C10_SEEDS")
   main c10_base "$C/base" --config=configs/cifar10_small.py "${CC[@]}" --config.methods=imp,lrr
   if [ -n "${C10_TRANSFER:-}" ]; then  # e.g. C10_TRANSFER=1: LRR trained on IMP's masks (+5 min)
     main c10_lrr_imp_mask "$C/lrr_imp_mask" \

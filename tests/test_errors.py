@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import unprivileged
 
 from lrr_jax import config_base, workdir
 from lrr_jax.errors import ConfigError
@@ -32,13 +33,14 @@ def quick(**overrides):
     return c
 
 
-def main(workdir, *overrides, env=None, timeout=300):
+def main(workdir, *overrides, env=None, timeout=300, prefix=()):
     e = dict(os.environ, JAX_PLATFORMS="cpu")
     e.pop("XLA_FLAGS", None)
     e.update(env or {})
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", *QUICK, f"--workdir={workdir}",
-                          *overrides], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([*prefix, sys.executable, "-m", "lrr_jax.main", *QUICK,
+                          f"--workdir={workdir}", *overrides], cwd=REPO, capture_output=True,
+                         text=True,
                          timeout=timeout, env=e)
     return out, time.time() - start
 
@@ -223,3 +225,22 @@ def test_workdir_that_is_a_file_or_below_one_is_one_line(tmp_path):
     out, _ = main(f / "sub")
     assert one_line(out).startswith(f"error: workdir: {f / 'sub'} cannot be used as the workdir")
     assert f.read_text() == "mine"
+
+
+def test_read_only_workdir_is_one_line_and_untouched(tmp_path):
+    """A workdir without write permission (as root too: tests/unprivileged.py), or below one."""
+    if unprivileged.prefix() is None:
+        pytest.skip("cannot drop root's override of file permissions here")
+    locked = tmp_path / "locked"
+    (locked / "lrr").mkdir(parents=True)
+    (locked / "lrr" / "results.csv").write_text("old\n")
+    locked.chmod(0o555)
+    try:
+        for w in (locked, locked / "sub"):
+            out, _ = main(w, prefix=unprivileged.prefix())
+            assert one_line(out) == (f"error: workdir: {w} cannot be used as the workdir "
+                                     "(Permission denied); pass a directory this user can write")
+        assert sorted(os.listdir(locked)) == ["lrr"]
+        assert (locked / "lrr" / "results.csv").read_text() == "old\n"
+    finally:
+        locked.chmod(0o755)

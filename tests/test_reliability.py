@@ -10,6 +10,7 @@ uninterrupted run (same device count, CPU). RELIABILITY.md has the table.
 
 import csv
 import filecmp
+import json
 import os
 import shutil
 import signal
@@ -166,6 +167,44 @@ def test_ctrl_c_saves_the_level_exits_130_and_resumes_to_identical_results(
     assert out.returncode == 0, out.stderr[-3000:]
     assert "level 1 resumes after epoch 2" in out.stderr
     assert_same_run(reference / "lrr", workdir / "lrr")
+
+
+def test_lost_or_corrupt_config_json_and_fewer_levels_through_the_entry_point(
+        tmp_path, reference, jax_cache):
+    """The config travels in the init checkpoint: a deleted config.json lets no other config
+    resume the run, a corrupt one is recovered (no hint at overwrite), fewer levels say so."""
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    run_dir = workdir / "lrr"
+    results = (run_dir / "results.csv").read_text()
+    init = checkpoints.Store(str(run_dir)).path("init")
+    # Deleted: another lr is refused, naming the checkpoint that recorded the config.
+    (run_dir / "config.json").unlink()
+    out = run_main(workdir, "--config.lr=0.05", jax_cache=jax_cache)
+    assert out.returncode == main.EXIT_BAD_INPUT, out.stderr[-3000:]
+    assert out.stderr.strip() == (
+        f"error: workdir: {run_dir} holds a run of a different config (recorded in {init}): "
+        "lr (0.1 -> 0.05); use another --workdir or --config.overwrite=True")
+    assert (run_dir / "results.csv").read_text() == results
+    assert not (run_dir / "config.json").exists()  # the refused run wrote nothing
+    # Corrupt: the same config resumes from the checkpoints and rewrites config.json.
+    (run_dir / "config.json").write_text("{not json")
+    out = run_main(workdir, jax_cache=jax_cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "overwrite" not in out.stderr and "error" not in out.stderr
+    assert (run_dir / "results.csv").read_text() == results
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == 0.1
+    out = run_main(workdir, "--config.lr=0.05", jax_cache=jax_cache)  # and still guards
+    assert out.returncode == main.EXIT_BAD_INPUT and "lr (0.1 -> 0.05)" in out.stderr
+    # Fewer levels: results.csv is shortened, the note says so, the checkpoints stay.
+    out = run_main(workdir, "--config.levels=2", jax_cache=jax_cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (f"note: {run_dir} holds 3 finished levels; results.csv reports levels 0..1 "
+            "(run with --config.levels=3 to report all; the checkpoints are kept)"
+            ) in out.stderr
+    with open(run_dir / "results.csv") as f:
+        assert [int(r["level"]) for r in csv.DictReader(f)] == [0, 1]
+    assert "level_002" in committed(run_dir)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, jax_cache):

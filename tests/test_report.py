@@ -10,6 +10,7 @@ import sys
 import types
 
 import pytest
+import unprivileged
 from report_fixtures import (
     BASE_ACC,
     LEVELS,
@@ -262,9 +263,10 @@ def test_no_run_is_an_error(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "empty" / "report")
 
 
-def _cli(*args):
+def _cli(*args, prefix=()):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "lrr_jax.report", *args], cwd=REPO, env=env,
+    return subprocess.run([*prefix, sys.executable, "-m", "lrr_jax.report", *args], cwd=REPO,
+                          env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -288,14 +290,23 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path):
     proc = _cli(lrr, "--out", str(taken))
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"error: cannot write {taken / 'accuracy_vs_sparsity.png'}: Is a directory")
-    if os.geteuid() != 0:  # chmod stops only non-root users
-        locked = tmp_path / "locked"
-        locked.mkdir()
-        locked.chmod(0o500)
-        try:
-            _assert_one_line_error(_cli(lrr, "--out", str(locked)), str(locked))
-        finally:
-            locked.chmod(0o700)
+
+
+def test_read_only_folder_is_one_line_exit_2(tmp_path):
+    """A folder without write permission, as root too (see tests/unprivileged.py)."""
+    lrr = make_fake_runs(tmp_path)["lrr"]
+    if unprivileged.prefix() is None:
+        pytest.skip("cannot drop root's override of file permissions here")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        for out in (locked, locked / "sub"):
+            _assert_one_line_error(_cli(lrr, "--out", str(out), prefix=unprivileged.prefix()),
+                                   str(out))
+        assert os.listdir(locked) == []
+    finally:
+        locked.chmod(0o700)
 
 
 def test_read_only_mount_is_one_line_exit_2(tmp_path):
