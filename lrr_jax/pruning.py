@@ -224,20 +224,27 @@ def planned_counts(mask: PyTree, target: int, allocation: str,
         never binds, the rule's counts only shrink.
 
     Raises:
-      ValueError: unknown allocation, or `target` outside [0, unpruned].
+      ValueError: unknown allocation, or `target` outside [0, unpruned] ([0, N] for
+        'balanced' and 'erk', whose previous level may keep fewer than `target`).
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; expected one of {ALLOCATIONS}")
     layers = masks.prunable_leaves(mask, params_like)
     names = list(layers)
     caps = np.array([int(np.count_nonzero(np.asarray(m))) for m in layers.values()], np.int64)
-    if not 0 <= target <= int(caps.sum()):
-        raise ValueError(f"cannot keep {target} weights: only {int(caps.sum())} unpruned")
-    if allocation == "global":
-        return None
     shapes = [tuple(int(d) for d in np.shape(m)) for m in layers.values()]
     sizes = [int(np.prod(s)) for s in shapes]
-    if allocation in ("balanced", "erk"):
+    # The authors' rules size layers from d*N and the full sizes, whatever the previous
+    # level kept (which is below d*N while layers are capped); the others keep exactly
+    # `target` of the unpruned weights.
+    paper = allocation in ("balanced", "erk")
+    limit = sum(sizes) if paper else int(caps.sum())
+    if not 0 <= target <= limit:
+        raise ValueError(f"cannot keep {target} weights: only {limit} "
+                         f"{'prunable' if paper else 'unpruned'}")
+    if allocation == "global":
+        return None
+    if paper:
         rule = _paper_balanced if allocation == "balanced" else _paper_erk
         planned = rule(target, sizes if allocation == "balanced" else shapes)
         counts = np.minimum(np.array(planned, np.int64), caps)

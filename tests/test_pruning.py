@@ -289,3 +289,39 @@ def test_scheduled_count():
     assert masks.scheduled_count(11_164_352, 0.2, 0) == 11_164_352
     assert masks.scheduled_count(1000, 0.2, 1) == 800
     assert masks.scheduled_count(1000, 0.2, 11) == round(0.8 ** 11 * 1000)
+
+
+@pytest.mark.parametrize("allocation", ["balanced", "erk"])
+def test_paper_rules_along_the_schedule_after_capped_levels(allocation):
+    """Level k is sized from d_k * N and the full layer sizes (the authors' rule), although
+    level k-1 kept fewer than d_k * N: the quickstart MLP's 0.8-level keeps 33,690 of 78,336
+    (balanced), below level 2's 0.64 * N = 50,135. Counts hand-computed per level."""
+    shapes = [(40, 256), (256, 256), (256, 10)]  # the quickstart MLP's kernels
+    params = {f"l{i}": {"kernel": np.random.default_rng(i).standard_normal(s).astype(np.float32)}
+              for i, s in enumerate(shapes)}
+    sizes = [a * b for a, b in shapes]
+    n = sum(sizes)
+    mask = masks.ones_like(params)
+    for level in range(1, 8):
+        target = masks.scheduled_count(n, 0.2, level)
+        if allocation == "balanced":
+            x = target / 3
+            want = [m - int((1 - min(x / m, 1.0)) * m) for m in sizes]
+        else:  # ERK, a 2-D kernel counted as (out, in, 1, 1)
+            dims = [a + b + 2 for a, b in shapes]
+            c = target / sum(dims)
+            want = [m - int((1 - min(max(c * d / m, 0.0), 1.0)) * m)
+                    for d, m in zip(dims, sizes)]
+        new = pruning.prune(params, mask, target, allocation=allocation, score="random",
+                            seed=level)
+        got = [int(np.asarray(new[f"l{i}"]["kernel"]).sum()) for i in range(3)]
+        assert got == want, (level, got, want)
+        for i in range(3):  # nested: nothing pruned comes back
+            old, now = np.asarray(mask[f"l{i}"]["kernel"]), np.asarray(new[f"l{i}"]["kernel"])
+            assert np.all(now <= old)
+        assert pruning.planned_total(mask, target, allocation) == sum(want)
+        mask = new
+    if allocation == "balanced":
+        assert masks.scheduled_count(n, 0.2, 2) == 50_135 > 33_690 == sum(
+            m - int((1 - min(masks.scheduled_count(n, 0.2, 1) / 3 / m, 1.0)) * m)
+            for m in sizes)
