@@ -10,7 +10,7 @@
 #                   perturbation, linear mode connectivity (MLP 2x256 on mnist1d)
 #   mnist1d_budget/ sign perturbation at batch 100 and at batch 20 (the paper's
 #                   recovery budget after the last flip), side by side
-#   cifar10_small/  IMP and LRR (C10_TRANSFER=1: and LRR on IMP's masks), narrow
+#   cifar10_small/  IMP, WR, LRR and LRR on IMP's masks, narrow
 #                   ResNet18 on a generated CIFAR-10-format archive
 #   theory/         the single-hidden-neuron experiment (when configs/single_neuron.py exists)
 #
@@ -23,8 +23,8 @@
 #   PAPER_BUDGET=0      leave out the perturbation variant with the paper's recovery
 #                       budget (batch 20: 200 steps per epoch, the paper's 196, so the
 #                       one epoch after the last flip is the paper's ~196 steps)
-#   C10_LEVELS, C10_EPOCHS, C10_TRAIN, C10_TEST, C10_SEEDS   the ResNet part (6, 3, 1280, 500, 3)
-#   C10_TRANSFER=1     also LRR on IMP's masks for the ResNet
+#   C10_LEVELS, C10_EPOCHS, C10_TRAIN, C10_TEST, C10_SEEDS   the ResNet part (8, 10, 1280, 500, 3)
+#   C10_TRANSFER=0     leave out LRR on IMP's masks for the ResNet
 #   SKIP_CIFAR=1        leave out the ResNet part
 set -euo pipefail
 
@@ -35,8 +35,8 @@ SEEDS=${SEEDS:-3}
 LEVELS=${LEVELS:-15}
 EPOCHS=${EPOCHS:-12}
 PERTURB_EVERY=$(( EPOCHS / 5 > 0 ? EPOCHS / 5 : 1 ))
-C10_LEVELS=${C10_LEVELS:-6}
-C10_EPOCHS=${C10_EPOCHS:-3}
+C10_LEVELS=${C10_LEVELS:-8}
+C10_EPOCHS=${C10_EPOCHS:-10}  # the dense net's plateau: docs/figures/cifar10_small
 C10_TRAIN=${C10_TRAIN:-1280}
 C10_TEST=${C10_TEST:-500}
 C10_SEEDS=${C10_SEEDS:-3}
@@ -118,8 +118,8 @@ s.write_cifar_archive('$ARCHIVE', num_train=$C10_TRAIN, num_test=$C10_TEST)"
   CC=(--config.cifar_archive="$ARCHIVE" --config.data_dir="$C/tfds"
       --config.levels="$C10_LEVELS" --config.epochs_per_level="$C10_EPOCHS" --config.progress=False
       --config.num_replicas="$C10_SEEDS")
-  main c10_base "$C/base" --config=configs/cifar10_small.py "${CC[@]}" --config.methods=imp,lrr
-  if [ -n "${C10_TRANSFER:-}" ]; then  # e.g. C10_TRANSFER=1: LRR trained on IMP's masks (+5 min)
+  main c10_base "$C/base" --config=configs/cifar10_small.py "${CC[@]}" --config.methods=imp,wr,lrr
+  if [ "${C10_TRANSFER:-1}" != 0 ]; then  # LRR trained on IMP's masks
     main c10_lrr_imp_mask "$C/lrr_imp_mask" \
       --config=configs/transfer.py:lrr_imp_mask,cifar10_small "${CC[@]}" \
       --config.mask_source="$C/base/imp"
