@@ -18,10 +18,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "lrr_jax.bench", "--only=throughput,vmap,vmap_runs,methods,prune",
+    cmd = [sys.executable, "-m", "lrr_jax.bench", "--only=throughput,vmap,vmap_runs,methods,prune,checkpoints",
            "--models=resnet18", "--dtypes=float32", "--width=0.0625", "--batch=16",
            "--steps=2", "--repeats=1", "--vmap_replicas=2", "--vmap_epochs=1",
-           "--vmap_runs_levels=1", "--methods_levels=1", f"--out={out}"]
+           "--vmap_runs_levels=1", "--methods_levels=1", "--checkpoint_mib=2", f"--out={out}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -57,6 +57,14 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert 0 < result["prune_seconds"] == prune["prune_seconds"]
     assert result["met"]["prune_seconds"] == (result["prune_seconds"] < 1.0)
 
+    (ck,) = result["details"]["checkpoints"]["sizes"]
+    assert ck["state_mib"] == pytest.approx(2, abs=0.01) and ck["store_save_seconds"] > 0
+    assert ck["manager_save_seconds"] > 0 and ck["manager_restore_seconds"] > 0
+    # The manifest catches a flipped byte; orbax alone hands back different arrays.
+    assert ck["store_flipped_byte"].startswith("refused: state/") and ck[
+        "store_flipped_byte"].endswith("does not match its SHA-256")
+    assert ck["manager_flipped_byte"] == "restored different arrays without error"
+
     rendered = subprocess.run([sys.executable, "-m", "lrr_jax.bench", f"--render={out}"],
                               cwd=REPO, capture_output=True, text=True, timeout=120,
                               env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -65,3 +73,4 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert f"| resnet18 | float32 | 0.0625 | 16 | {row['masked']['images_per_second']} |" in table
     assert f"| prune_seconds | {result['prune_seconds']} | < 1 |" in table
     assert f"one program {methods['one_program_seconds']} s" in table
+    assert f"| {ck['state_mib']} | {ck['store_save_seconds']} |" in table

@@ -11,9 +11,10 @@ import time
 import jax
 
 from lrr_jax import config_base, parallel
-from lrr_jax.bench import parts, programs, render, timing
+from lrr_jax.bench import ckpt, parts, programs, render, timing
 
-PARTS = ("throughput", "vmap", "vmap_runs", "methods", "prune", "quickstart", "torch")
+PARTS = ("throughput", "vmap", "vmap_runs", "methods", "prune", "checkpoints", "quickstart",
+         "torch")
 # Per-platform defaults: (width, steps per timed epoch, repeats).
 PLATFORM_DEFAULTS = {"cpu": (0.25, 2, 3), "gpu": (1.0, 50, 5), "tpu": (1.0, 50, 5)}
 DESCRIPTION = ("Benchmarks of the training engine: `python -m lrr_jax.bench` prints one JSON "
@@ -43,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods_levels", type=int, default=0,
                    help="levels of the quickstart campaign in the methods part "
                         "(default 0: the quickstart's own)")
+    p.add_argument("--checkpoint_mib", default="6,128",
+                   help="state sizes (MiB) of the checkpoints part: the quickstart's 6 "
+                        "replicas, a full-width ResNet18 (params, momentum, mask)")
     p.add_argument("--quickstart_config", default=programs.QUICKSTART_CONFIG)
     p.add_argument("--quickstart_overrides", default="",
                    help="extra flags for the quickstart run, space-separated "
@@ -61,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if set(args.models) - set(programs.NUM_CLASSES) or set(args.dtypes) - {"float32", "bfloat16"}:
         p.error(f"--models from {sorted(programs.NUM_CLASSES)}, --dtypes from float32,bfloat16")
     args.quickstart_overrides = args.quickstart_overrides.split()
+    try:
+        args.checkpoint_mib = [float(v) for v in args.checkpoint_mib.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--checkpoint_mib: not a list of numbers: {args.checkpoint_mib!r}")
     return args
 
 
@@ -98,7 +106,7 @@ def run(argv=None) -> dict:
     settings = {k: getattr(args, k) for k in (
         "only", "width", "batch", "steps", "repeats", "models", "dtypes", "parallel",
         "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "methods_levels",
-        "quickstart_overrides", "out")}
+        "checkpoint_mib", "quickstart_overrides", "out")}
     result = {"command": " ".join(["python -m lrr_jax.bench", *args.argv]),
               "settings": settings, "defaults_chosen": chosen, "device": device_info(),
               "targets": render.TARGETS, "loadavg_start": timing.loadavg(),
@@ -124,6 +132,8 @@ def run(argv=None) -> dict:
     if "prune" in args.only:
         rec = parts.bench_prune(args)
         result["details"]["prune"], result["prune_seconds"] = rec, rec["prune_seconds"]
+    if "checkpoints" in args.only:
+        result["details"]["checkpoints"] = ckpt.bench_checkpoints(args)
     if "quickstart" in args.only:
         rec = parts.bench_quickstart(args)
         result["details"]["quickstart"] = rec

@@ -46,9 +46,10 @@ def render_markdown(result: dict) -> str:
                 ("prune_seconds", result.get("prune_seconds"), TARGETS["prune_seconds"]),
                 ("quickstart_seconds", result.get("quickstart_seconds"), ""),
                 ("torch_ratio (lrr_jax / PyTorch time)", result.get("torch_ratio"), "")]
-    lines += ["| measure | value | target |", "|---|---:|---|"]
-    lines += [f"| {name} | {value} | {target} |" for name, value, target in headline
-              if value is not None]
+    if any(value is not None for _, value, _ in headline):
+        lines += ["| measure | value | target |", "|---|---:|---|"]
+        lines += [f"| {name} | {value} | {target} |" for name, value, target in headline
+                  if value is not None]
     details = result.get("details", {})
     if "vmap" in details:
         v = details["vmap"]
@@ -81,6 +82,21 @@ def render_markdown(result: dict) -> str:
                   f"{v['one_program_last_level_mean_test_acc']} / "
                   f"{v['one_replica_at_a_time_last_level_mean_test_acc']} / "
                   f"{v['one_method_at_a_time_last_level_mean_test_acc']}."]
+    if "checkpoints" in details:
+        lines += ["", "checkpoints: median seconds of "
+                  f"{details['checkpoints']['repeats']} repeats; lrr_jax's Store (orbax "
+                  "Checkpointer + SHA-256 manifest + fsync + rename; restore verifies) against "
+                  "orbax's CheckpointManager.", "",
+                  "| state MiB | Store save | Store restore | Manager save | Manager restore | "
+                  "Manager async save returns / done | flipped byte: Store | flipped byte: "
+                  "Manager |", "|---:|---:|---:|---:|---:|---:|---|---|"]
+        for r in details["checkpoints"]["sizes"]:
+            lines.append(f"| {r['state_mib']} | {r['store_save_seconds']} | "
+                         f"{r['store_restore_seconds']} | {r['manager_save_seconds']} | "
+                         f"{r['manager_restore_seconds']} | "
+                         f"{r['manager_async_save_returns_seconds']} / "
+                         f"{r['manager_async_save_finished_seconds']} | "
+                         f"{r['store_flipped_byte']} | {r['manager_flipped_byte']} |")
     if "torch" in details and "torch" in details["torch"]:
         t = details["torch"]
         lines += ["", f"torch: {t['model']} width {t['width']} batch {t['batch']}, "
