@@ -6,6 +6,7 @@ exact stderr and status users see); the rest call `config_base.validate` and
 or compiling anything. RELIABILITY.md lists every message.
 """
 
+import csv
 import os
 import subprocess
 import sys
@@ -244,3 +245,33 @@ def test_read_only_workdir_is_one_line_and_untouched(tmp_path):
         assert (locked / "lrr" / "results.csv").read_text() == "old\n"
     finally:
         locked.chmod(0o755)
+
+
+def test_transfer_source_of_other_seeds_refused_through_the_entry_point(tmp_path):
+    """IMP with LRR's mask and signs from a seed-0 run, at --config.seed=5: refused naming
+    `seed` (one init's magnitudes with another init's signs) unless explicitly allowed."""
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    small = ["--config.levels=2", "--config.epochs_per_level=1", "--config.warmup_epochs=1",
+             "--config.train_limit=200", "--config.test_limit=100",
+             "--config.eval_batch_size=100", "--config.mlp_hidden=(16,16)"]
+    out, _ = main(tmp_path / "src", *small, env=cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    src = tmp_path / "src" / "lrr"
+    transfer = [*small, "--config.methods=imp", f"--config.mask_source={src}",
+                f"--config.sign_source={src}", "--config.sign_transfer=source_signs"]
+    out, _ = main(tmp_path / "other_seed", *transfer, "--config.seed=5", env=cache)
+    assert one_line(out) == (
+        f"error: seed: mask_source {src} was run with seeds [0], this run uses [5]: its "
+        "masks/signs belong to another initialization; use the same --config.seed, or "
+        "--config.allow_source_seed_mismatch=True when that is the point")
+    assert not (tmp_path / "other_seed").exists()
+    for name, extra in (("allowed", ["--config.seed=5",
+                                     "--config.allow_source_seed_mismatch=True"]),
+                        ("same_seed", [])):
+        out, _ = main(tmp_path / name, *transfer, *extra, env=cache)
+        assert out.returncode == 0, out.stderr[-3000:]
+        with open(tmp_path / name / "imp" / "results.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [(r["level"], r["seed"], r["mask_source"], r["sign_source"]) for r in rows] == [
+            (str(lv), "5" if extra else "0", str(src), str(src)) for lv in (0, 1)]
