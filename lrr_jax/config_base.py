@@ -22,6 +22,10 @@ NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", 
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
                 "tensorboard", "methods", "replica_batch", "dry_run",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
+# A run made before a key existed computed what this value gives, where that is not the
+# key's default; other missing keys read as their defaults (`workdir.check_workdir`).
+BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
+                  "init_signs_from": "theta0"}
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -91,6 +95,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # weight's sign with probability p. Comma-separated list: one replica group per p.
     c.perturb_probs = "0"
     c.perturb_every = 30  # perturb before epochs e with e % perturb_every == perturb_every - 1
+    # ... and e <= epochs_per_level - perturb_recovery_epochs: the epochs a level trains
+    # after its last flip (1: the paper code's, whose last flip is before the final epoch).
+    c.perturb_recovery_epochs = 1
 
     # Transfers from another run directory (a workdir of a single method).
     c.mask_source = ""  # train level k with the source's level-k mask
@@ -208,6 +215,9 @@ def validate(config) -> None:
              f"each probability must be in [0, 1], got {config.perturb_probs!r}")
     _require(int(config.perturb_every) >= 1, "perturb_every",
              f"must be >= 1, got {config.perturb_every}")
+    _require(1 <= int(config.perturb_recovery_epochs) <= int(config.epochs_per_level),
+             "perturb_recovery_epochs", f"must be in [1, epochs_per_level = "
+             f"{config.epochs_per_level}], got {config.perturb_recovery_epochs}")
     _require(config.parallel in ("pmap", "shard_map"), "parallel",
              f"unknown backend {config.parallel!r}; expected pmap or shard_map")
     _require(int(config.num_devices) >= 0, "num_devices", "must be >= 0")

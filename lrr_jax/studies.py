@@ -14,7 +14,8 @@
 - Sign perturbation (`perturb_probs`): before epochs e with
   e % perturb_every == perturb_every - 1 of a level (paper code: 29, 59, ...,
   149 of 150), each unpruned weight's sign flips with the replica's
-  probability.
+  probability; `perturb_recovery_epochs` > 1 stops the flips that many epochs
+  before the level's end (a longer recovery budget).
 
 A source run is a run directory of one method with as many replicas as each
 method of this run; replica i of any method here uses the source's replica i.
@@ -102,9 +103,15 @@ def transfer_signs(config, reps, level: int, state, init, point, trained_params,
 
 
 def perturbs_before(config, epoch: int) -> bool:
-    """True when the signs are perturbed before `epoch` of a level (paper code's timing)."""
+    """True when the signs are perturbed before `epoch` of a level (paper code's timing).
+
+    Epochs e with e % perturb_every == perturb_every - 1, up to the one that leaves
+    `perturb_recovery_epochs` epochs of training after it (1, the default, restricts
+    nothing: no epoch comes after the last).
+    """
     every = int(config.perturb_every)
-    return epoch % every == every - 1
+    last = int(config.epochs_per_level) - int(config.get("perturb_recovery_epochs", 1))
+    return epoch % every == every - 1 and epoch <= last
 
 
 def steps_after_last_flip(config, steps_per_epoch: int) -> int | None:

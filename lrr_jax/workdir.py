@@ -84,6 +84,10 @@ def check_workdir(config, run_dir: str) -> bool:
     if old is None:
         return False
     new = json.loads(config.to_json())
+    # A key added to lrr_jax after the run was made reads as what the run computed then.
+    before = {**json.loads(config_base.get_base_config().to_json()),
+              **config_base.BEFORE_THE_KEY}
+    old = {**{k: v for k, v in before.items() if k in new}, **old}
     differ = sorted(k for k in set(old) | set(new)
                     if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
     if differ and config.overwrite:

@@ -278,6 +278,27 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, jax_cac
     assert checkpoints.clear_run(str(run_dir)) == ["results.csv", "config.json"]
 
 
+def test_run_made_before_a_key_existed_resumes_as_what_it_computed(tmp_path):
+    """A key missing from an old run's config reads as its default, or, where the key's
+    introduction changed the default behaviour, as the value that behaviour had."""
+    run_dir = tmp_path / "lrr"
+    run_dir.mkdir()
+    config = workdir.method_config(_quick_config(), "lrr")
+    old = json.loads(config.to_json())
+    del old["perturb_recovery_epochs"]  # added later; its default is the old behaviour
+    (run_dir / "config.json").write_text(json.dumps(old))
+    assert workdir.check_workdir(config, str(run_dir)) is False
+    del old["data_order"]  # added with per_replica the default: old runs were 'shared'
+    (run_dir / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"data_order \('shared' -> 'per_replica'\)"):
+        workdir.check_workdir(config, str(run_dir))
+    config.data_order = "shared"
+    assert workdir.check_workdir(config, str(run_dir)) is False
+    config.perturb_recovery_epochs = 2  # not what the old run computed
+    with pytest.raises(ConfigError, match=r"perturb_recovery_epochs \(1 -> 2\)"):
+        workdir.check_workdir(config, str(run_dir))
+
+
 def _quick_config(**overrides):
     sys.path.insert(0, os.path.join(REPO, "configs"))
     import quickstart

@@ -15,6 +15,7 @@ import os
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from trees import assert_trees_close, assert_trees_equal
@@ -331,6 +332,37 @@ def test_perturbation_replicas_share_one_program(base, root):
     table = open(os.path.join(workdir, "summary.txt")).read().splitlines()[0]
     assert [c.strip() for c in table.strip("|").split("|")][2:] == [
         f"lrr p={p} (%)" for p in ("0", "0.1", "0.2", "0.3", "0.5")]
+
+
+def test_perturb_recovery_epochs_stops_the_flips_before_the_levels_end(root, monkeypatch):
+    """perturb_recovery_epochs=3 over 6 epochs, perturb_every=1: flips before epochs 0..3
+    only, so 3 epochs (12 steps of 4) train after the last; the default restricts nothing."""
+    calls = []
+    real = studies.perturb
+
+    def recording(config, reps, state, level, epoch, put):
+        calls.append((level, epoch))
+        return real(config, reps, state, level, epoch, put)
+
+    monkeypatch.setattr(studies, "perturb", recording)
+    c = tiny(sign_perturbation.get_config(), methods="lrr", levels=2, epochs_per_level=6,
+             perturb_every=1, perturb_probs="0.1", perturb_recovery_epochs=3)
+    rows = campaign.run(c, str(root / "perturb_recovery"))["lrr"]
+    assert calls == [(lv, e) for lv in (0, 1) for e in range(4)]
+    assert [r["steps_after_last_flip"] for r in rows] == [3 * 4] * 2
+    # The schedule alone: the paper code's 150 epochs, and the default over 6 epochs.
+    paper = ml_collections.ConfigDict({"perturb_every": 30, "epochs_per_level": 150,
+                                       "perturb_recovery_epochs": 1})
+    assert [e for e in range(150) if studies.perturbs_before(paper, e)] == [29, 59, 89, 119,
+                                                                           149]
+    paper.perturb_recovery_epochs = 5  # the last flip leaves 5 epochs: 149 goes
+    assert [e for e in range(150) if studies.perturbs_before(paper, e)] == [29, 59, 89, 119]
+    assert studies.steps_after_last_flip(paper, 196) == 31 * 196
+    for bad in (0, 151):
+        c = tiny(sign_perturbation.get_config(), perturb_recovery_epochs=bad,
+                 epochs_per_level=150)
+        with pytest.raises(ConfigError, match="^perturb_recovery_epochs: must be in"):
+            config_base.validate(c)
 
 
 def test_perturb_every_3_flips_only_before_epochs_2_and_5_unpruned_weights_only(

@@ -40,8 +40,8 @@ SIGN_TRANSFER_NAMES = {
 }
 # Config fields that become part of a label when they differ between runs.
 CONFIG_CONTEXT = (
-    "dataset", "model", "width", "dtype", "warmup_epochs", "perturb_every", "lr", "lr_min",
-    "momentum", "weight_decay", "batch_size", "prune_fraction", "reset_momentum",
+    "dataset", "model", "width", "dtype", "warmup_epochs", "perturb_every",
+    "perturb_recovery_epochs", "lr", "lr_min", "momentum", "weight_decay", "batch_size", "prune_fraction", "reset_momentum",
     "rewind_batch_stats", "zero_pruned_weights", "augment", "train_limit",
 )
 # Row columns outside the identity that do the same.
@@ -208,7 +208,7 @@ def _context(row: dict[str, Any], config: dict[str, Any], perturbation_run: bool
     ctx = {}
     for key in CONFIG_CONTEXT:
         value = discover.config_get(config, key)
-        if key == "perturb_every" and not perturbation_run:
+        if key in ("perturb_every", "perturb_recovery_epochs") and not perturbation_run:
             value = None  # unused without perturbation
         ctx[key] = tuple(value) if isinstance(value, list) else value
     ctx["epochs"] = row.get("epochs")
