@@ -67,6 +67,8 @@ def run_levels(c: Campaign) -> dict[str, list[dict]]:
             t0 = time.time()
             start = start_level(c, level, pending, prev, init, point)
             trained, outcome = train_level(c, level, pending, start)
+            if level == 0:
+                trained, outcome = share(c, pending, trained, outcome)
             finish_level(c, level, pending, trained, start, prev, init, outcome)
             state = replicas.place(state, trained, pending)
             clock.done(level, time.time() - t0, c.provenance)
@@ -227,10 +229,30 @@ def warm_up(c: Campaign, init):
         phase = epochs.Phase(c.config, c.engine, reps, c.stores, c.writers, "warmup", -1,
                              int(c.config.warmup_epochs))
         trained, _ = epochs.train(phase, replicas.take(init, pending))
+        trained, _ = share(c, pending, trained)
         for method, pos in replicas.by_method(reps).items():
             c.stores[method].save("rewind", replicas.take(trained, pos), {"method": method})
         state = replicas.place(state, trained, pending)
     return state
+
+
+def share(c: Campaign, pending, trained, outcome=None):
+    """One seed's warm-up or level 0, copied from its first replica to its other methods'.
+
+    The methods differ only between levels, so these copies computed the same
+    thing, but at other positions of the vmapped program, i.e. to float
+    summation order only (`replicas.twins`); keeping one makes IMP, WR and LRR
+    of a seed a bitwise-paired comparison. (A run killed between two methods'
+    saves of the warm-up or of level 0 retrains the missing one alone: equal to
+    float order only.)
+    """
+    idx = replicas.twins([c.reps[i] for i in pending])
+    if outcome is None:
+        return replicas.take(trained, idx), None
+    pick = lambda t: None if t is None else replicas.take(t, idx)  # noqa: E731
+    return pick(trained), {**outcome, "best": np.asarray(outcome["best"])[idx],
+                           "last_eval": pick(outcome["last_eval"]),
+                           "train_metrics": pick(outcome["train_metrics"])}
 
 
 def restore(c: Campaign, name: str, like):

@@ -88,6 +88,22 @@ def by_method(reps) -> dict[str, list[int]]:
     return out
 
 
+def twins(reps) -> np.ndarray:
+    """For each position, the first position with the same seed and perturbation.
+
+    The warm-up and level 0 do not depend on the method (the methods differ
+    only in the rewind between levels), so IMP, WR and LRR of one seed compute
+    the same thing there; the loop keeps one copy per seed (`levels.share`) so
+    the paired comparison holds bitwise on every backend. Computing it at two
+    positions of a vmapped program is not enough: XLA:CPU sums the 9th replica
+    of a ResNet step in another order than the first 8, and a BatchNorm net
+    amplifies a last-bit difference to ~1e-2 in 4 steps.
+    """
+    first: dict = {}
+    return np.asarray([first.setdefault((r.seed, float(r.perturb_prob)), i)
+                       for i, r in enumerate(reps)], np.int64)
+
+
 # Pytrees stacked on the replica axis (host arrays).
 def one(tree, i: int):
     """Replica `i` of a stacked pytree."""
