@@ -156,3 +156,24 @@ def test_theory_figure_png_and_pdf(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "theory.pdf", "rb") as f:
         assert f.read(5) == b"%PDF-"
+
+
+def test_perturbation_reference_line_is_the_unperturbed_dense_accuracy(tmp_path, captured):
+    """The dashed dense line of the perturbation figure: p = 0's level 0, not a pool over p."""
+    from report_fixtures import CONFIG, result_rows, write_run
+
+    rows = result_rows("lrr", 0.92, replicas=[(s, p) for p in (0.0, 0.3) for s in (0, 1)])
+    for r in rows:
+        if r["level"] == 0 and r["perturb_prob"] > 0:
+            r["test_acc"] = 0.5  # a perturbed dense network is far below the plain one
+    run = tmp_path / "perturb"
+    write_run(str(run), rows, {**CONFIG, "method": "lrr", "perturb_probs": "0,0.3"})
+    report.build([str(run)], str(tmp_path / "out"))
+    fig = captured["perturbation.png"]
+    lines = [ln for ax in fig.axes for ln in ax.get_lines()
+             if ln.get_label().startswith("dense (level 0")]
+    assert lines
+    plain = np.mean([r["test_acc"] for r in rows if r["level"] == 0 and r["perturb_prob"] == 0])
+    for ln in lines:
+        assert np.allclose(ln.get_ydata(), 100 * plain), ln.get_label()
+        assert "mean of" not in ln.get_label()

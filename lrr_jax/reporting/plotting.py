@@ -157,12 +157,15 @@ def plot_accuracy(ax, series: list[series_lib.Series], scale: float,
 def dense_reference(ax, series: list[series_lib.Series], scale: float) -> None:
     """Horizontal line(s) at the dense (level 0) mean test accuracy.
 
-    One line per (dataset, model) among the plain series (all series when none
-    is plain), pooling their level-0 rows; the label says so when the pooled
-    series' own level-0 means differ (they coincide when the methods share
-    their seeds: level 0 trains the same dense network).
+    One line per (dataset, model) among the plain series (else the unperturbed,
+    p = 0, series; all series only when there is neither), pooling their
+    level-0 rows; the label says so when the pooled series' own level-0 means
+    differ (they coincide when the methods share their seeds: level 0 trains
+    the same dense network). A perturbed series is never the reference: its
+    level 0 is the perturbed dense network.
     """
-    plain = [s for s in series if s.kind == "method" and not s.perturbation_run] or series
+    plain = ([s for s in series if s.kind == "method" and not s.perturbation_run]
+             or [s for s in series if not s.perturb_prob] or series)
     by_setting: dict[tuple, list[series_lib.Series]] = {}
     for s in plain:
         by_setting.setdefault((s.context.get("dataset"), s.context.get("model")), []).append(s)
