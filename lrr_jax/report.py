@@ -128,7 +128,8 @@ def build(paths: list[str], out_dir: str) -> list[str]:
                                                     if note else "")
     lmc_items = [(path, item) for path in discover.find_files(paths, discover.LMC_FILE)
                  for item in _as_list(discover.read_json(path))]
-    made["Linear mode connectivity"] = figures.lmc(lmc_items, out("lmc.png"))
+    made["Linear mode connectivity"] = figures.lmc(
+        lmc_items, out("lmc.png"), series_lib.describe_setting(series, seeds=False))
     made.update(_theory_figures(paths, out_dir))
     made = {title: path for title, path in made.items() if path}
     theory_items = []

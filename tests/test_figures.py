@@ -177,3 +177,10 @@ def test_perturbation_reference_line_is_the_unperturbed_dense_accuracy(tmp_path,
     for ln in lines:
         assert np.allclose(ln.get_ydata(), 100 * plain), ln.get_label()
         assert "mean of" not in ln.get_label()
+
+
+def test_lmc_title_names_the_setting(runs, captured, tmp_path):
+    report.build([runs[2]], str(tmp_path / "out"))
+    title = captured["lmc.png"]._suptitle.get_text()
+    assert "CIFAR-10, ResNet18" in title and "replica 0" in title
+    assert "seeds" not in title  # the lines are replica 0 of each run, not a seed range

@@ -313,8 +313,12 @@ LMC_FIGSIZE = (12.0, 5.2)
 
 
 @plotting.styled
-def lmc(items: list[tuple[str, dict[str, Any]]], out_png: str) -> str | None:
-    """Linear mode connectivity: test loss and accuracy along (1 - alpha) a + alpha b."""
+def lmc(items: list[tuple[str, dict[str, Any]]], out_png: str, setting: str = "") -> str | None:
+    """Linear mode connectivity: test loss and accuracy along (1 - alpha) a + alpha b.
+
+    `setting` names the data and model; each line is replica 0 of its runs
+    (what `configs/lmc.py` interpolates), so no seed range is claimed.
+    """
     items = [(src, it) for src, it in items if it.get("alphas")]
     if not items:
         return None
@@ -345,7 +349,8 @@ def lmc(items: list[tuple[str, dict[str, Any]]], out_png: str) -> str | None:
         ax.set_xlabel("interpolation α: (1 - α)·a + α·b")
         ax.set_ylabel(what)
         ax.set_title(what)
-    plotting.title(fig, "Linear mode connectivity", "", note="one pair of checkpoints per line")
+    plotting.title(fig, "Linear mode connectivity", setting,
+                   note="one pair of checkpoints (replica 0 of each run) per line")
     plotting.legend_below(fig, (ax_l, ax_a), ncol=2)
     return plotting.save(fig, out_png)
 

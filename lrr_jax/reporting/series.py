@@ -355,7 +355,7 @@ def _context_name(values: set, names: dict[str, str]) -> str:
     return " / ".join(sorted(names.get(str(v), str(v)) for v in values))
 
 
-def describe_setting(series: list[Series]) -> str:
+def describe_setting(series: list[Series], seeds: bool = True) -> str:
     """'CIFAR-10, ResNet18, seeds 0, 1' for a figure's caption (parts that are unknown left out)."""
     parts = []
     datasets = {s.context.get("dataset") for s in series} - {None, ""}
@@ -368,7 +368,7 @@ def describe_setting(series: list[Series]) -> str:
         if len(widths) == 1:
             text += f" (width x{next(iter(widths)):g})"
         parts.append(text)
-    seeds = stats.format_seeds([seed for s in series for seed in stats.seeds_of(s.rows)])
-    if seeds:
-        parts.append(seeds)
+    text = stats.format_seeds([seed for s in series for seed in stats.seeds_of(s.rows)])
+    if seeds and text:
+        parts.append(text)
     return ", ".join(parts)
