@@ -184,3 +184,15 @@ def test_lmc_title_names_the_setting(runs, captured, tmp_path):
     title = captured["lmc.png"]._suptitle.get_text()
     assert "CIFAR-10, ResNet18" in title and "replica 0" in title
     assert "seeds" not in title  # the lines are replica 0 of each run, not a seed range
+
+
+def test_pdfs_are_reproducible(runs, tmp_path):
+    """The same runs drawn twice: byte-identical PDFs (no creation date), so re-drawn
+    figures change in git only where they changed."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    report.build([runs[2]], str(a))
+    report.build([runs[2]], str(b))
+    pdfs = sorted(p.name for p in a.glob("*.pdf"))
+    assert pdfs
+    for name in pdfs:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

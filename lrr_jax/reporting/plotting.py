@@ -70,9 +70,13 @@ def pdf_path(out_png: str) -> str:
 
 
 def save(fig: mpl_figure.Figure, out_png: str) -> str:
-    """Writes the PNG and its PDF twin; returns the PNG path."""
+    """Writes the PNG and its PDF twin; returns the PNG path.
+
+    No creation date in the PDF: the same runs give the same bytes, so a
+    re-drawn docs/figures shows in git only where a figure changed.
+    """
     fig.savefig(out_png, dpi=DPI)
-    fig.savefig(pdf_path(out_png))
+    fig.savefig(pdf_path(out_png), metadata={"CreationDate": None})
     return out_png
 
 

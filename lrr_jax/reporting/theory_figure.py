@@ -108,7 +108,7 @@ def plot(theory, out_png: str) -> str:
             fig.suptitle("Single hidden neuron f(x) = a relu(w·x) trained by gradient descent",
                          fontsize=11)
             fig.savefig(out_png, dpi=120)
-            fig.savefig(plotting.pdf_path(out_png))
+            fig.savefig(plotting.pdf_path(out_png), metadata={"CreationDate": None})
     finally:
         plt.close(fig)
     return out_png
