@@ -29,9 +29,9 @@ def captured(monkeypatch):
     figs = {}
     save = plotting.save
 
-    def keep(fig, out_png):
+    def keep(fig, out_png, **kwargs):
         figs[os.path.basename(out_png)] = fig
-        return save(fig, out_png)
+        return save(fig, out_png, **kwargs)
 
     monkeypatch.setattr(plotting, "save", keep)
     return figs

@@ -69,13 +69,13 @@ def pdf_path(out_png: str) -> str:
     return os.path.splitext(out_png)[0] + ".pdf"
 
 
-def save(fig: mpl_figure.Figure, out_png: str) -> str:
-    """Writes the PNG and its PDF twin; returns the PNG path.
+def save(fig: mpl_figure.Figure, out_png: str, dpi: int = DPI) -> str:
+    """Writes the PNG (at `dpi`) and its PDF twin; returns the PNG path.
 
     No creation date in the PDF: the same runs give the same bytes, so a
     re-drawn docs/figures shows in git only where a figure changed.
     """
-    fig.savefig(out_png, dpi=DPI)
+    fig.savefig(out_png, dpi=dpi)
     fig.savefig(pdf_path(out_png), metadata={"CreationDate": None})
     return out_png
 

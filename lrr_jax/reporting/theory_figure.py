@@ -107,8 +107,7 @@ def plot(theory, out_png: str) -> str:
             _bar_panel(ax2, r)
             fig.suptitle("Single hidden neuron f(x) = a relu(w·x) trained by gradient descent",
                          fontsize=11)
-            fig.savefig(out_png, dpi=120)
-            fig.savefig(plotting.pdf_path(out_png), metadata={"CreationDate": None})
+            plotting.save(fig, out_png, dpi=120)
     finally:
         plt.close(fig)
     return out_png
