@@ -247,12 +247,10 @@ def share(c: Campaign, pending, trained, outcome=None):
     float order only.)
     """
     idx = replicas.twins([c.reps[i] for i in pending])
-    if outcome is None:
-        return replicas.take(trained, idx), None
-    pick = lambda t: None if t is None else replicas.take(t, idx)  # noqa: E731
-    return pick(trained), {**outcome, "best": np.asarray(outcome["best"])[idx],
-                           "last_eval": pick(outcome["last_eval"]),
-                           "train_metrics": pick(outcome["train_metrics"])}
+    if outcome is not None:  # its per-replica measurements follow the states
+        outcome = {**outcome, **{k: None if outcome[k] is None else replicas.take(outcome[k], idx)
+                                 for k in ("best", "last_eval", "train_metrics")}}
+    return replicas.take(trained, idx), outcome
 
 
 def restore(c: Campaign, name: str, like):
