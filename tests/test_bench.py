@@ -18,7 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "lrr_jax.bench", "--only=throughput,vmap,vmap_runs,methods,prune,checkpoints",
+    cmd = [sys.executable, "-m", "lrr_jax.bench",
+           "--only=throughput,vmap,vmap_runs,methods,prune,checkpoints",
            "--models=resnet18", "--dtypes=float32", "--width=0.0625", "--batch=16",
            "--steps=2", "--repeats=1", "--vmap_replicas=2", "--vmap_epochs=1",
            "--vmap_runs_levels=1", "--methods_levels=1", "--checkpoint_mib=2", f"--out={out}"]

@@ -41,7 +41,8 @@ SIGN_TRANSFER_NAMES = {
 # Config fields that become part of a label when they differ between runs.
 CONFIG_CONTEXT = (
     "dataset", "model", "width", "dtype", "warmup_epochs", "perturb_every",
-    "perturb_recovery_epochs", "lr", "lr_min", "momentum", "weight_decay", "batch_size", "prune_fraction", "reset_momentum",
+    "perturb_recovery_epochs", "lr", "lr_min", "momentum", "weight_decay", "batch_size",
+    "prune_fraction", "reset_momentum",
     "rewind_batch_stats", "zero_pruned_weights", "augment", "train_limit",
 )
 # Row columns outside the identity that do the same.
