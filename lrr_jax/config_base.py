@@ -20,7 +20,7 @@ EXPERIMENTS = ("prune", "single_neuron", "lmc")
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods", "replica_batch", "dry_run",
+                "tensorboard", "methods", "replica_batch", "dry_run", "compile_for",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
 # A run made before a key existed computed what this value gives, where that is not the
 # key's default; other missing keys read as their defaults (`workdir.check_workdir`).
@@ -133,6 +133,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Print the plan (replicas, schedule, memory per device, a projected time from a few
     # measured steps) and exit without training or writing anything.
     c.dry_run = False
+    # With dry_run: compile the run's programs for a TPU topology, 'tpu:TOPOLOGY' (e.g.
+    # 'tpu:v5e:2x2'), on this host without a TPU (libtpu); '' = the CPU plan (docs/TPU.md).
+    c.compile_for = ""
     return c
 
 
@@ -232,6 +235,12 @@ def validate(config) -> None:
              f"unknown data order {config.data_order!r}; expected one of {replicas.DATA_ORDERS}")
     _require(int(config.replica_batch) >= 0, "replica_batch",
              f"must be >= 0 (0 = all replicas together), got {config.replica_batch}")
+    if config.get("compile_for"):  # 'tpu:TOPOLOGY' (its module parses it), in a dry run only
+        from lrr_jax import tpu_compile
+
+        tpu_compile.parse_target(config.compile_for)
+        _require(bool(config.dry_run), "compile_for", "checks a config against the TPU "
+                 "compiler in a dry run: add --config.dry_run=True")
     _require(config.sign_transfer != "source_signs" or bool(config.sign_source), "sign_source",
              "sign_transfer 'source_signs' needs --config.sign_source=RUN_DIR")
     from lrr_jax import studies

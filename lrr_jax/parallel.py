@@ -77,6 +77,20 @@ class Backend:
                                                                       self.local_devices)]
         return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
+    def abstract(self, tree: Any, sharded: bool = False) -> Any:
+        """Shapes of a pytree placed as `put` (or `put_sharded`) would place it, without data.
+
+        Each leaf (an array or a `jax.ShapeDtypeStruct`) becomes a
+        `jax.ShapeDtypeStruct` with this backend's sharding, so a `map`ped
+        function can be lowered and compiled (`.lower(...).compile()`) for
+        devices that hold no data: the compile-only devices of a TPU topology
+        (`lrr_jax.tpu_compile`). `sharded=True`: leaves of shape (num_devices, ...)
+        split along the data axis, as `put_sharded` places them.
+        """
+        sharding = NamedSharding(self._mesh, P(train.AXIS)) if sharded else self._replicated
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype,
+                                                           sharding=sharding), tree)
+
     def map(self, fn: Callable, num_args: int, donate_first: bool = False,
             sharded: tuple[int, ...] = ()) -> Callable:
         """Map a per-device function of `num_args` arguments.
@@ -84,7 +98,9 @@ class Backend:
         Arguments are replicated (`put`), except the positions in `sharded`,
         which are (num_devices, ...) arrays from `put_sharded`: each device's fn
         gets its own block. Outputs must be identical on every device (reduced
-        over the data axis); they come back as ordinary, unmapped arrays.
+        over the data axis); they come back as ordinary, unmapped arrays. The
+        result also has `.lower(*args)` (arrays or `abstract` shapes), as a
+        jitted function has, for ahead-of-time compilation.
         """
         if self.kind == "pmap":
             # pmap needs one mapped argument: a per-device index that fn ignores.
@@ -97,8 +113,7 @@ class Backend:
                                                    for i in range(num_args)),
                               out_axes=None, devices=self.devices,
                               donate_argnums=(1,) if donate_first else ())
-            index = np.arange(len(self.local_devices))
-            return lambda *args: mapped(index, *args)
+            return _Pmapped(mapped, np.arange(len(self.local_devices)))
 
         def blocks(*args):
             return fn(*(a[0] if i in sharded else a for i, a in enumerate(args)))
@@ -106,6 +121,20 @@ class Backend:
         specs = tuple(P(train.AXIS) if i in sharded else P() for i in range(num_args))
         mapped = jax.shard_map(blocks, mesh=self._mesh, in_specs=specs, out_specs=P())
         return jax.jit(mapped, donate_argnums=(0,) if donate_first else ())
+
+
+class _Pmapped:
+    """A pmapped function called without its per-device index argument; lowerable."""
+
+    def __init__(self, mapped: Callable, index: np.ndarray):
+        self._mapped, self._index = mapped, index
+
+    def __call__(self, *args):
+        return self._mapped(self._index, *args)
+
+    def lower(self, *args):
+        """The pmapped program lowered for `args` (arrays or `jax.ShapeDtypeStruct`s)."""
+        return self._mapped.lower(self._index, *args)
 
 
 def get(tree: Any) -> Any:

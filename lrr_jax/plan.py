@@ -38,8 +38,10 @@ from lrr_jax.errors import ConfigError
 
 MEASURED_STEPS = 3
 # Split sizes and example shapes assumed when a dataset is not available here.
+# ImageNet (ILSVRC 2012): 1,281,167 train / 50,000 validation images, 224x224x3 crops.
 NOMINAL = {"cifar10": (50000, 10000, (32, 32, 3), 10), "cifar100": (50000, 10000, (32, 32, 3), 100),
-           "tiny_imagenet": (100000, 10000, (64, 64, 3), 200)}
+           "tiny_imagenet": (100000, 10000, (64, 64, 3), 200),
+           "imagenet2012": (1281167, 50000, (224, 224, 3), 1000)}
 
 
 def _mib(n: int) -> str:
@@ -58,12 +60,19 @@ def _bytes(tree) -> int:
                    for x in jax.tree.leaves(tree)))
 
 
-def _shapes(config) -> tuple[int, int, tuple, int, int, str]:
-    """(train size, test size, example shape, classes, data bytes, where the sizes come from)."""
+def dataset_shapes(config) -> dict:
+    """The dataset's sizes and example shapes, read when prepared, else its standard sizes.
+
+    {'train', 'test', 'example_shape', 'test_example_shape', 'classes', 'image',
+    'bytes' (both splits, host arrays), 'sizes' (where they come from)}.
+    """
     try:
         ds = data.load(config)
-        return (len(ds.train_y), len(ds.test_y), tuple(ds.train_x.shape[1:]), ds.num_classes,
-                ds.train_x.nbytes + ds.test_x.nbytes, "read from the dataset")
+        return {"train": len(ds.train_y), "test": len(ds.test_y),
+                "example_shape": tuple(ds.train_x.shape[1:]),
+                "test_example_shape": tuple(ds.test_x.shape[1:]), "classes": ds.num_classes,
+                "image": ds.is_image, "bytes": ds.train_x.nbytes + ds.test_x.nbytes,
+                "sizes": "read from the dataset"}
     except ConfigError:
         if config.dataset not in NOMINAL:
             raise
@@ -76,8 +85,9 @@ def _shapes(config) -> tuple[int, int, tuple, int, int, str]:
         if config.dataset == "tiny_imagenet" and int(config.tiny_imagenet_resolution) == 224:
             test_shape = (224, 224, 3)  # the test split is resized once, on the host
         nbytes = n_train * int(np.prod(shape)) + n_test * int(np.prod(test_shape))
-        return (n_train, n_test, shape, classes, nbytes,
-                "not prepared here: the standard sizes assumed")
+        return {"train": n_train, "test": n_test, "example_shape": shape,
+                "test_example_shape": test_shape, "classes": classes, "image": True,
+                "bytes": nbytes, "sizes": "not prepared here: the standard sizes assumed"}
 
 
 def _memory(compiled) -> dict | None:
@@ -161,22 +171,46 @@ def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEAS
             "state_bytes": _bytes(state), "devices": backend.num_devices}
 
 
+def layout(config) -> dict:
+    """What a run of `config` is, before measuring anything: replicas, groups, data, schedule."""
+    reps = replicas.from_config(config)
+    groups = replicas.groups(len(reps), config.replica_batch)
+    d = dataset_shapes(config)
+    batch = int(config.batch_size)
+    steps_per_epoch = d["train"] // batch
+    epochs = int(config.warmup_epochs) + int(config.levels) * int(config.epochs_per_level)
+    evals_per_level = len([e for e in range(int(config.epochs_per_level))
+                           if (e + 1) % int(config.eval_every_epochs) == 0
+                           or e == int(config.epochs_per_level) - 1])
+    return {
+        "replicas": [r.name for r in reps], "groups": [len(g) for g in groups],
+        "dataset": {"name": config.dataset, "train": d["train"], "test": d["test"],
+                    "example_shape": list(d["example_shape"]),
+                    "test_example_shape": list(d["test_example_shape"]),
+                    "classes": d["classes"], "image": d["image"], "bytes": d["bytes"],
+                    "sizes": d["sizes"]},
+        "schedule": {"warmup_epochs": int(config.warmup_epochs), "levels": int(config.levels),
+                     "epochs_per_level": int(config.epochs_per_level), "batch": batch,
+                     "steps_per_epoch": steps_per_epoch,
+                     "steps_per_replica": epochs * steps_per_epoch,
+                     "evaluations_per_level": evals_per_level},
+    }
+
+
 def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> dict:
     """The plan of `config` as a dict (see the module docstring).
 
     `steps`: the level epoch is compiled for this many steps and timed (up to 3
     calls, fewer once they took `budget_s`).
     """
-    reps = replicas.from_config(config)
-    groups = replicas.groups(len(reps), config.replica_batch)
-    n_train, n_test, shape, classes, data_bytes, source = _shapes(config)
-    batch = int(config.batch_size)
-    steps_per_epoch = n_train // batch
-    epochs = int(config.warmup_epochs) + int(config.levels) * int(config.epochs_per_level)
-    evals_per_level = len([e for e in range(int(config.epochs_per_level))
-                           if (e + 1) % int(config.eval_every_epochs) == 0
-                           or e == int(config.epochs_per_level) - 1])
-    m = measure(config, len(groups[0]), shape, classes, steps=steps, budget_s=budget_s)
+    lay = layout(config)
+    d, s, groups = lay["dataset"], lay["schedule"], lay["groups"]
+    n_train, n_test, shape, classes = d["train"], d["test"], tuple(d["example_shape"]), \
+        d["classes"]
+    data_bytes = d["bytes"]
+    steps_per_epoch, evals_per_level = s["steps_per_epoch"], s["evaluations_per_level"]
+    epochs = s["warmup_epochs"] + s["levels"] * s["epochs_per_level"]
+    m = measure(config, groups[0], shape, classes, steps=steps, budget_s=budget_s)
     train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups)
     eval_seconds = (int(config.levels) * evals_per_level * n_test
                     * m["eval_seconds_per_examples"] * len(groups))
@@ -184,19 +218,12 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
         train_bytes = data_bytes * n_train // max(n_train + n_test, 1)
         data_bytes -= train_bytes - train_bytes // m["devices"]
     return {
-        "replicas": [r.name for r in reps], "groups": [len(g) for g in groups],
-        "dataset": {"name": config.dataset, "train": n_train, "test": n_test,
-                    "example_shape": list(shape), "classes": classes, "sizes": source},
-        "schedule": {"warmup_epochs": int(config.warmup_epochs), "levels": int(config.levels),
-                     "epochs_per_level": int(config.epochs_per_level), "batch": batch,
-                     "steps_per_epoch": steps_per_epoch,
-                     "steps_per_replica": epochs * steps_per_epoch,
-                     "evaluations_per_level": evals_per_level},
+        **lay,
         "devices": _device_line(config),
         "memory_bytes_per_device": {
             "state_per_group": m["state_bytes"], "data": data_bytes,
             "compiled_epoch_temporaries": (m["memory"] or {}).get("temp")},
-        "measured": {"steps": steps, "replicas": len(groups[0]),
+        "measured": {"steps": steps, "replicas": groups[0],
                      "compile_seconds": round(m["compile_seconds"], 2),
                      "step_seconds": round(m["step_seconds"], 5),
                      "eval_seconds_per_1000_examples": round(1000 * m["eval_seconds_per_examples"],
@@ -212,14 +239,11 @@ def _device_line(config) -> str:
             f"{jax.process_count()} process(es)")
 
 
-def render(config, plan: dict) -> str:
-    """The plan as the lines `--config.dry_run=True` prints."""
-    s, mem, meas = plan["schedule"], plan["memory_bytes_per_device"], plan["measured"]
-    d = plan["dataset"]
-    temp = mem["compiled_epoch_temporaries"]
-    total = mem["state_per_group"] + mem["data"] + (temp or 0)
+def _header(config, plan: dict) -> list[str]:
+    """The plan's first lines: the resolved config, replicas, data and schedule."""
+    s, d = plan["schedule"], plan["dataset"]
     resolved = {k: config[k] for k in sorted(config.keys())}
-    lines = [
+    return [
         "plan (dry run: nothing is trained and nothing is written)",
         "config: " + json.dumps(resolved, sort_keys=True, default=str),
         f"replicas: {len(plan['replicas'])} in {len(plan['groups'])} program run(s) of "
@@ -231,6 +255,16 @@ def render(config, plan: dict) -> str:
         f"{s['epochs_per_level']} epochs, {s['steps_per_epoch']} steps per epoch at batch "
         f"{s['batch']}: {s['steps_per_replica']:,} steps per replica; "
         f"{s['evaluations_per_level']} evaluation(s) per level",
+    ]
+
+
+def render(config, plan: dict) -> str:
+    """The plan as the lines `--config.dry_run=True` prints."""
+    mem, meas = plan["memory_bytes_per_device"], plan["measured"]
+    temp = mem["compiled_epoch_temporaries"]
+    total = mem["state_per_group"] + mem["data"] + (temp or 0)
+    lines = [
+        *_header(config, plan),
         f"devices: {plan['devices']}",
         f"memory per device: replica state (params, mask, optimizer, BN statistics) "
         f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), data "
@@ -250,10 +284,34 @@ def render(config, plan: dict) -> str:
 
 
 def dry_run(config) -> dict:
-    """Print the plan (process 0) and return it."""
+    """Print the plan (process 0) and return it.
+
+    With `config.compile_for` ('tpu:TOPOLOGY') the programs are compiled for that
+    TPU topology instead of measured here (`lrr_jax.tpu_compile`); a config that
+    does not fit its chips raises ConfigError.
+    """
+    if config.get("compile_for"):
+        return _dry_run_for(config)
     plan = describe(config)
     if distributed.is_primary():
         print(render(config, plan), flush=True)
+    return plan
+
+
+def _dry_run_for(config) -> dict:
+    from lrr_jax import tpu_compile
+
+    plan = layout(config)
+
+    def say(line: str) -> None:
+        if distributed.is_primary():
+            print(line, flush=True)
+
+    for line in _header(config, plan):
+        say(line)
+    plan["compiled_for"] = tpu_compile.describe(config, plan, say)
+    for line in tpu_compile.render(plan["compiled_for"]):
+        say(line)
     return plan
 
 

@@ -1,0 +1,658 @@
+"""A run compiled for a TPU topology on a host without a TPU: `--config.compile_for=tpu:TOPOLOGY`.
+
+With `--config.dry_run=True --config.compile_for=tpu:v5e:2x2`, the dry run
+compiles the programs the run would compile (initialization, the warm-up and
+level epochs, evaluation, the sign perturbation when there is one) with the
+configured backend (`parallel`), replica grouping and dtype, for the
+compile-only devices libtpu describes for that topology
+(`jax.experimental.topologies.get_topology_desc`; the approach of MaxText's
+`train_compile.py`). Nothing runs and no data is read beyond its shapes: the
+arguments are `jax.ShapeDtypeStruct`s of the state (from `jax.eval_shape` of
+the initializer) and of the data as `engine.make` places it (shapes from the
+dataset when it is prepared, else its standard sizes, `plan.NOMINAL`).
+
+What comes from the TPU compiler (libtpu): whether each program compiles, its
+`memory_analysis()` per chip (arguments, temporaries, outputs, generated code,
+all as laid out on the TPU, padding included), the HBM it allows a program
+(the `RESOURCE_EXHAUSTED` limit it states, probed with a program that cannot
+fit), and the FLOPs of one scanned step (`cost_analysis()` of the epoch counts
+one iteration of its `lax.scan`; its `optimal_seconds` is not used: it comes
+out negative). What does not: time. The projected campaign time is FLOPs /
+(chips x the chip's published peak bfloat16 rate x `ASSUMED_UTILIZATION`),
+labelled as a projection wherever it is printed.
+
+Memory per chip while a program runs is its own total (arguments + outputs
+not aliased to donated arguments + temporaries + code) plus what stays
+resident on the chip without being its argument: the data of the other
+program (the test split during an epoch, the training split during
+evaluation; `engine.make` places both once) and the state of the replicas of
+the other groups (`epochs.train` places every group's state before the
+epoch). The data part is computed in one place (`data_arguments`), so an input
+pipeline that streams batches changes only that function.
+
+The replica capacity ("how many replicas fit a chip") is the largest replica
+count K of one program whose peak fits the compiler's HBM limit: predicted
+from two compiled counts (memory grows linearly in K), then confirmed by
+compiling K (and K + 1, which must not fit). A config that does not fit raises
+`ConfigError` naming the key to change, before compiling where the exact
+state and data sizes already exceed the chip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import importlib.util
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import SingleDeviceSharding
+
+from lrr_jax import models, parallel, train
+from lrr_jax.errors import ConfigError
+
+GiB = 2**30
+# The projection's assumption: the fraction of the chip's peak bfloat16 rate the run sustains.
+# Not measured (no TPU here); ResNet training on TPUs commonly reaches a few tens of percent.
+ASSUMED_UTILIZATION = 0.4
+# Largest replica count tried when looking for the chip's replica capacity.
+MAX_REPLICAS = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """Published figures of a TPU generation (Google Cloud's system architecture pages)."""
+
+    name: str
+    hbm_bytes: int  # HBM per chip
+    hbm_text: str  # as the page writes it
+    peak_bf16: float  # FLOP/s per chip
+    source: str
+    chip_config: str | None = None  # libtpu's chip config: 'megacore' = one device per chip
+
+
+# The pages write "GB" for v5e, v5p and v6e; the limits the compiler states (15.75, 95.74 and
+# 31.25 GiB available to a program) show they are binary units, as v4's page says (32 GiB).
+# v4 and v5p chips have two TensorCores that JAX drives as one device ("megacore"), as on a TPU VM.
+CHIPS = {
+    "v4": Chip("TPU v4", 32 * GiB, "32 GiB", 275e12, "https://cloud.google.com/tpu/docs/v4",
+               "megacore"),
+    "v5e": Chip("TPU v5e", 16 * GiB, "16 GB", 197e12, "https://cloud.google.com/tpu/docs/v5e"),
+    "v5p": Chip("TPU v5p", 95 * GiB, "95 GB", 459e12, "https://cloud.google.com/tpu/docs/v5p",
+                "megacore"),
+    "v6e": Chip("TPU v6e", 32 * GiB, "32 GB", 918e12, "https://cloud.google.com/tpu/docs/v6e"),
+}
+_TARGET = re.compile(r"tpu:([a-z0-9]+):(\d+(?:x\d+)*)")
+_OOM = re.compile(r"RESOURCE_EXHAUSTED.*?\(([\d.]+)([KMGTP]?)i?B?\).*?exceeds available HBM "
+                  r"\(([\d.]+)([KMGTP]?)i?B?\)", re.S)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+
+
+def parse_target(value: str) -> tuple[str, str]:
+    """'tpu:v5e:2x2' -> ('v5e', 'v5e:2x2'); ConfigError('compile_for') for anything else."""
+    match = _TARGET.fullmatch(str(value))
+    if not match:
+        gpu = str(value).startswith(("gpu", "cuda"))
+        raise ConfigError("compile_for", f"expected 'tpu:TOPOLOGY' (e.g. tpu:v5e:2x2, "
+                          f"tpu:v4:2x2x2), got {value!r}" + (
+                              " (XLA:GPU has no compile-only devices in this JAX: check a GPU "
+                              "with scripts/gpu_check.sh on it)" if gpu else ""))
+    return match.group(1), f"{match.group(1)}:{match.group(2)}"
+
+
+def topology(value: str) -> list:
+    """The compile-only devices of a 'tpu:TOPOLOGY' target (libtpu; no TPU needed)."""
+    generation, name = parse_target(value)
+    if importlib.util.find_spec("libtpu") is None:
+        raise ConfigError("compile_for", "needs libtpu, which compiles for the TPU on this host: "
+                          "pip install -e '.[tpu]'")
+    from jax.experimental import topologies
+
+    # libtpu lets one process at a time load it (/tmp/libtpu_lockfile), and any JAX
+    # process with libtpu installed holds it (JAX tries the TPU first). Compiling
+    # for compile-only devices runs nothing on a TPU, so sharing it is safe.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    chip = CHIPS.get(generation)
+    kwargs = {"chip_config_name": chip.chip_config} if chip and chip.chip_config else {}
+    try:
+        with _quiet_stderr():  # libtpu's start-up warnings about the missing TPU hardware
+            return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                                     **kwargs).devices)
+    except Exception as e:  # noqa: BLE001 - libtpu's own message says what is wrong
+        raise ConfigError("compile_for", f"libtpu has no topology {name!r}: "
+                          f"{' '.join(str(e).split())[:300]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 (where libtpu's C++ logging writes) to a discarded file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _bytes(text: str, unit: str) -> int:
+    return int(float(text) * _UNITS[unit])
+
+
+def compiler_hbm_limit(device) -> int | None:
+    """The HBM the TPU compiler lets one program use on `device`'s chip, in bytes.
+
+    Asked the only way the compiler tells it: a program that needs 1 TiB is
+    refused with "... exceeds available HBM (15.75G)" (binary units). None when
+    the message does not say.
+    """
+    fn = jax.jit(lambda: jnp.zeros((2**38,), jnp.float32),
+                 out_shardings=SingleDeviceSharding(device))
+    try:
+        fn.lower().compile()
+    except Exception as e:  # noqa: BLE001 - the refusal is the answer
+        match = _OOM.search(str(e))
+        return _bytes(match.group(3), match.group(4)) if match else None
+    return None
+
+
+@dataclasses.dataclass
+class Compiled:
+    """One program compiled for the target: the compiler's figures per chip."""
+
+    program: str
+    replicas: int
+    seconds: float
+    arguments: int = 0
+    temporaries: int = 0
+    outputs: int = 0
+    aliased: int = 0  # outputs written into donated arguments (the state of an epoch)
+    code: int = 0
+    flops: float | None = None  # cost_analysis: one scanned step for an epoch
+    refused: str = ""  # the compiler's RESOURCE_EXHAUSTED message when it did not fit
+    required: int = 0  # what the refusal says the program needs
+
+    @property
+    def total(self) -> int:
+        """Bytes on the chip while it runs (the refusal's figure when refused)."""
+        if self.refused:
+            return self.required
+        return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
+
+
+def compile_program(name: str, k: int, lowerable, args) -> Compiled:
+    """Lower and compile `lowerable(*args)`; a RESOURCE_EXHAUSTED refusal is a result too."""
+    t = time.perf_counter()
+    try:
+        compiled = lowerable.lower(*args).compile()
+    except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory is expected
+        match = _OOM.search(str(e))
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return Compiled(name, k, time.perf_counter() - t, refused=" ".join(str(e).split())[:300],
+                        required=_bytes(match.group(1), match.group(2)) if match else 0)
+    seconds = time.perf_counter() - t
+    m = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return Compiled(name, k, seconds, arguments=int(m.argument_size_in_bytes),
+                    temporaries=int(m.temp_size_in_bytes), outputs=int(m.output_size_in_bytes),
+                    aliased=int(m.alias_size_in_bytes),
+                    code=int(m.generated_code_size_in_bytes),
+                    flops=float(cost["flops"]) if cost and "flops" in cost else None)
+
+
+@dataclasses.dataclass
+class Shapes:
+    """What the programs are compiled for: the dataset's shapes, the model, the devices."""
+
+    n_train: int
+    n_test: int
+    shape: tuple  # one training example
+    test_shape: tuple  # one test example (Tiny ImageNet at 224: resized on the host)
+    classes: int
+    image: bool
+    source: str  # where the sizes come from
+
+
+def data_arguments(config, s: Shapes, backend: parallel.Backend) -> dict:
+    """The data the programs take, as `engine.make` places it, as abstract arrays.
+
+    Today every chip holds the training split (or its shard with
+    `shard_train_data`) and the padded test split for the whole run. Returns
+    {'train_x', 'train_y', 'test_x', 'test_y', 'test_w', 'eval_batch', 'sharded',
+    'bytes'} with 'bytes' the exact per-chip size of each split ('train', 'test').
+    """
+    d = backend.num_devices
+    x_dtype = np.uint8 if s.image else np.float32
+    sharded = bool(config.shard_train_data)
+    if sharded:  # engine.shard_train_data: (D, n // D, ...), each device its block
+        per = s.n_train // d
+        train_x = jax.ShapeDtypeStruct((d, per, *s.shape), x_dtype)
+        train_y = jax.ShapeDtypeStruct((d, per), np.int32)
+    else:
+        train_x = jax.ShapeDtypeStruct((s.n_train, *s.shape), x_dtype)
+        train_y = jax.ShapeDtypeStruct((s.n_train,), np.int32)
+    # train.pad_for_eval on a zero-width stand-in: the padded length and eval batch, no data.
+    _, test_y, _, eval_batch = train.pad_for_eval(np.zeros((s.n_test, 0), np.uint8),
+                                                  np.zeros(s.n_test, np.int32), d,
+                                                  int(config.eval_batch_size))
+    n = len(test_y)
+    test = {"test_x": jax.ShapeDtypeStruct((n, *s.test_shape), x_dtype),
+            "test_y": jax.ShapeDtypeStruct((n,), np.int32),
+            "test_w": jax.ShapeDtypeStruct((n,), np.float32)}
+    per_chip = (1 / d) if sharded else 1
+    train_bytes = int(round((_nbytes(train_x) + _nbytes(train_y)) * per_chip))
+    return {"train_x": backend.abstract(train_x, sharded=sharded),
+            "train_y": backend.abstract(train_y, sharded=sharded),
+            **{k: backend.abstract(v) for k, v in test.items()},
+            "eval_batch": eval_batch, "sharded": sharded,
+            "bytes": {"train": train_bytes, "test": sum(_nbytes(v) for v in test.values())}}
+
+
+def _nbytes(tree) -> int:
+    return int(sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize
+                   for a in jax.tree.leaves(tree)))
+
+
+class Programs:
+    """Builds and compiles a config's programs for a device list, for any replica count."""
+
+    def __init__(self, config, devices: list, shapes: Shapes):
+        self.config, self.shapes = config, shapes
+        self.backend = parallel.Backend(config.parallel, devices)
+        self.model = models.create(config, shapes.classes, bn_axis_name=train.AXIS)
+        self.data = data_arguments(config, shapes, self.backend)
+        channels = shapes.shape[-1] if shapes.image else shapes.shape
+        self.mean = np.full(channels, 0.5, np.float32)  # values do not change the program
+        self.std = np.full(channels, 0.25, np.float32)
+        self.sample = np.zeros((1, *shapes.shape), np.float32)
+        self.key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+        self.steps_per_epoch = 0
+        self.compiled: dict[tuple[str, int], Compiled] = {}
+
+    def _init_fn(self):
+        return jax.vmap(lambda k: train.create_state(self.model, self.config, k, self.sample))
+
+    def state(self, k: int):
+        """The abstract state of k replicas (shapes and dtypes, no values)."""
+        keys = jax.ShapeDtypeStruct((k, *self.key.shape), self.key.dtype)
+        return jax.eval_shape(self._init_fn(), keys)
+
+    def state_bytes(self, k: int) -> int:
+        """Exact bytes of k replicas' state (before any TPU layout padding)."""
+        return _nbytes(self.state(k))
+
+    def _keys(self, k: int):
+        per_replica = self.config.data_order == "per_replica"
+        shape = (k, *self.key.shape) if per_replica else self.key.shape
+        return self.backend.abstract(jax.ShapeDtypeStruct(shape, self.key.dtype))
+
+    def compile(self, program: str, k: int) -> Compiled:
+        """Compile `program` ('init' | 'warmup' | 'level' | 'eval' | 'perturb') for k replicas."""
+        if (program, k) in self.compiled:
+            return self.compiled[(program, k)]
+        b, d, config = self.backend, self.data, self.config
+        state = b.abstract(self.state(k))
+        if program == "init":  # on one device, as engine.init_states runs it
+            keys = jax.ShapeDtypeStruct((k, *self.key.shape), self.key.dtype,
+                                        sharding=SingleDeviceSharding(b.devices[0]))
+            result = compile_program(program, k, jax.jit(self._init_fn()), (keys,))
+        elif program in ("warmup", "level"):
+            fn, self.steps_per_epoch = train.make_train_epoch(
+                apply_fn=self.model.apply, config=config, phase=program,
+                num_train=d["train_x"].shape[1] if d["sharded"] else d["train_x"].shape[0],
+                num_devices=b.num_devices, mean=self.mean, std=self.std,
+                image=self.shapes.image, sharded=d["sharded"],
+                per_replica=config.data_order == "per_replica")
+            mapped = b.map(fn, 4, donate_first=True, sharded=(1, 2) if d["sharded"] else ())
+            result = compile_program(program, k, mapped,
+                                     (state, d["train_x"], d["train_y"], self._keys(k)))
+        elif program == "eval":
+            fn = train.make_evaluate(apply_fn=self.model.apply, num_devices=b.num_devices,
+                                     mean=self.mean, std=self.std, eval_batch=d["eval_batch"])
+            result = compile_program(program, k, b.map(fn, 4),
+                                     (state, d["test_x"], d["test_y"], d["test_w"]))
+        elif program == "perturb":
+            keys = b.abstract(jax.ShapeDtypeStruct((k, *self.key.shape), self.key.dtype))
+            probs = b.abstract(jax.ShapeDtypeStruct((k,), np.float32))
+            result = compile_program(program, k, train.perturb_signs, (state, keys, probs))
+        else:
+            raise ValueError(f"unknown program {program!r}")
+        self.compiled[(program, k)] = result
+        return result
+
+    def peak(self, k: int, others: int = 0, say: Callable[[str], None] | None = None) -> dict:
+        """Per-chip bytes while the level epoch and while evaluation of k replicas run.
+
+        `others`: replicas of other groups whose state stays on the chip meanwhile.
+        Returns {'epoch', 'eval', 'peak', 'fits_compiler', 'state_per_replica',
+        'data_train', 'data_test'}; a program the compiler refused counts with the
+        bytes its refusal states.
+        """
+        out = {}
+        for program in ("level", "eval"):
+            c = self.compile(program, k)
+            if say and (program, k) not in getattr(self, "_said", set()):
+                self._said = getattr(self, "_said", set()) | {(program, k)}
+                say(f"compiled the {_NAMES[program]} for {k} replica(s): {c.seconds:.1f} s"
+                    + (f" (refused: {c.refused})" if c.refused else ""))
+            out[program] = c
+        epoch, ev = out["level"], out["eval"]
+        # The state as laid out on the chip: the epoch's donated (aliased) outputs.
+        state = epoch.aliased if not epoch.refused else self.state_bytes(k)
+        per_replica = state / k
+        train_chip = (epoch.arguments - epoch.aliased) if not epoch.refused else \
+            self.data["bytes"]["train"]
+        test_chip = (ev.arguments - state) if not ev.refused else self.data["bytes"]["test"]
+        resident_others = int(round(others * per_replica))
+        during_epoch = epoch.total + test_chip + resident_others
+        during_eval = ev.total + train_chip + resident_others
+        return {"epoch": during_epoch, "eval": during_eval,
+                "peak": max(during_epoch, during_eval), "refused": bool(epoch.refused
+                                                                       or ev.refused),
+                "state_per_replica": per_replica, "data_train": train_chip,
+                "data_test": test_chip}
+
+
+_NAMES = {"init": "initialization", "warmup": "warm-up epoch", "level": "level epoch",
+          "eval": "evaluation", "perturb": "sign perturbation"}
+
+
+def capacity(programs: Programs, limit: int, measured: dict[int, dict],
+             say: Callable[[str], None]) -> dict:
+    """The largest replica count of one program that fits `limit` bytes per chip.
+
+    `measured`: replica count -> `Programs.peak` already known (reused, and
+    filled in). Memory grows linearly in the replica count (each replica's
+    state and activations), so two compiled counts give a line; the count it
+    predicts is compiled to confirm it, and the count above it to show that
+    it is the largest. A confirmation that disagrees refines the line (at most
+    4 rounds). Returns {'replicas', 'how', 'proven', 'points': {k: peak bytes}}.
+    """
+    def fits(k):
+        return not measured[k]["refused"] and measured[k]["peak"] <= limit
+
+    def measure(k):
+        if k not in measured:
+            measured[k] = programs.peak(k, say=say)
+
+    measure(1)
+    if not fits(1):
+        return {"replicas": 0, "how": "1 replica does not fit", "proven": True,
+                "points": _points(measured)}
+    measure(2)
+    for _ in range(4):
+        lo = max(k for k in measured if fits(k))
+        hi = min((k for k in measured if not fits(k)), default=None)
+        if hi == lo + 1 or lo >= MAX_REPLICAS:
+            break
+        known = sorted(k for k in measured if not measured[k]["refused"])
+        a, b = known[-2], known[-1]
+        slope = (measured[b]["peak"] - measured[a]["peak"]) / (b - a)
+        guess = a + int((limit - measured[a]["peak"]) // slope) if slope > 0 else 2 * lo
+        guess = min(max(guess, lo + 1), hi - 1 if hi else MAX_REPLICAS)
+        say(f"replica capacity: the line through {a} and {b} replicas "
+            f"({_gib(measured[a]['peak'])} and {_gib(measured[b]['peak'])} per chip) "
+            f"predicts {guess}; compiling {guess}"
+            + (f" and {guess + 1}" if guess < MAX_REPLICAS else " (the search limit)"))
+        measure(guess)
+        if fits(guess) and guess < MAX_REPLICAS:
+            measure(guess + 1)
+    best = max(k for k in measured if fits(k))
+    proven = any(k == best + 1 and not fits(k) for k in measured)
+    how = (f"compiled at {', '.join(map(str, sorted(measured)))} replicas (memory linear in "
+           f"the count predicts the largest); {best} fits"
+           + (f", {best + 1} does not" if proven else f"; {best + 1} not compiled "
+              f"(search limit {MAX_REPLICAS})"))
+    return {"replicas": best, "how": how, "proven": proven, "points": _points(measured)}
+
+
+def _points(measured: dict) -> dict:
+    return {k: int(v["peak"]) for k, v in sorted(measured.items())}
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:,.2f} GiB"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _refusal(config, key: str, message: str) -> ConfigError:
+    return ConfigError(key, f"{message} (compile_for={config.compile_for}; docs/TPU.md)")
+
+
+def _before_compiling(config, progs: Programs, n: int, limit: int, chip_name: str) -> None:
+    """Refuse, before any compile, a config whose exact state and data exceed the chip."""
+    data_b = progs.data["bytes"]
+    data = data_b["train"] + data_b["test"]
+    per_replica = progs.state_bytes(1)
+    if data + n * per_replica <= limit:
+        return
+    figures = (f"the data ({_gib(data_b['train'])} training + {_gib(data_b['test'])} test split, "
+               f"on every chip) and the state of {n} replica(s) ({_gib(per_replica)} each) "
+               f"need {_gib(data + n * per_replica)} per {chip_name} chip before any "
+               f"activation; the compiler allows {_gib(limit)}")
+    if data + per_replica > limit:
+        if not config.shard_train_data and progs.backend.num_devices > 1:
+            raise _refusal(config, "shard_train_data", f"{figures}: shard the training split "
+                           "over the chips (--config.shard_train_data=True)")
+        raise _refusal(config, "compile_for", f"{figures}: use a topology with more chips "
+                       "or HBM per chip")
+    fit = int((limit - data) // per_replica)
+    raise _refusal(config, "num_replicas", f"{figures}: at most {fit} replicas' state fit "
+                   "(fewer seeds, methods or perturbation probabilities)")
+
+
+def _after_compiling(config, progs: Programs, n: int, kc: int, limit: int, chip_name: str,
+                     measured: dict, say) -> ConfigError:
+    """The error for a configured program that compiled (or was refused) and does not fit."""
+    conf = progs.peak(kc, others=n - kc)
+    figures = (f"the level epoch and evaluation of {kc} replica(s) per program, with "
+               f"{n - kc} more replicas' state resident, need {_gib(conf['peak'])} per "
+               f"{chip_name} chip (epoch {_gib(conf['epoch'])}, evaluation "
+               f"{_gib(conf['eval'])}); the compiler allows {_gib(limit)}")
+    cap = capacity(progs, limit, measured, say)
+    s = conf["state_per_replica"]
+    # The largest group size k <= kc whose program, with the other n - k replicas'
+    # state resident, fits: the program's peak from the compiled counts' line.
+    points = {k: v for k, v in measured.items() if not v["refused"]}
+    ks = sorted(points)
+    best = 0
+    if len(ks) >= 2:
+        a, b = ks[0], ks[1]
+        slope = (points[b]["peak"] - points[a]["peak"]) / (b - a)
+        for k in range(1, kc):
+            alone = points[k]["peak"] if k in points else points[a]["peak"] + slope * (k - a)
+            if alone + (n - k) * s <= limit and k <= cap["replicas"]:
+                best = k
+    if best:
+        return _refusal(config, "replica_batch", f"{figures}: --config.replica_batch={best} "
+                        f"fits (predicted from the compiled replica counts)")
+    if cap["replicas"] >= 1 and n > 1:
+        return _refusal(config, "num_replicas", f"{figures}: {cap['replicas']} replica(s) in "
+                        "one program fit a chip, not the state of all of them")
+    hint = " or --config.dtype=bfloat16" if config.dtype == "float32" else ""
+    per_chip = int(config.batch_size) // progs.backend.num_devices
+    return _refusal(config, "batch_size", f"{figures}: one replica at batch "
+                    f"{config.batch_size} ({per_chip} examples per chip) does not fit; lower "
+                    f"--config.batch_size{hint}")
+
+
+def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
+    """Compile `config`'s programs for `config.compile_for`; the figures as a dict.
+
+    `layout`: `plan.layout(config)` (replicas, groups, dataset shapes, schedule).
+    `say`: prints progress lines (each compile takes seconds to minutes).
+    Raises ConfigError when the run would not fit the chip's HBM.
+    """
+    if (config.get("input_pipeline") or "resident") != "resident":
+        raise ConfigError("compile_for", f"models the data resident on the chips "
+                          f"(input_pipeline={config.get('input_pipeline')!r} is not yet)")
+    generation, name = parse_target(config.compile_for)
+    devices = topology(config.compile_for)
+    if config.num_devices:
+        if config.num_devices > len(devices):
+            raise ConfigError("num_devices", f"{config.num_devices} requested, {name} has "
+                              f"{len(devices)} chips")
+        devices = devices[: config.num_devices]
+    if int(config.batch_size) % len(devices):
+        raise ConfigError("batch_size", f"{config.batch_size} is not divisible by the "
+                          f"{len(devices)} chips of {name}")
+    chip = CHIPS.get(generation)
+    chip_name = chip.name if chip else devices[0].device_kind
+    compiler_limit = compiler_hbm_limit(devices[0])
+    limit = compiler_limit or (chip.hbm_bytes if chip else None)
+    if not limit:
+        raise ConfigError("compile_for", f"the HBM of a {devices[0].device_kind} chip is not "
+                          f"known (neither in tpu_compile.CHIPS nor stated by the compiler)")
+    d = layout["dataset"]
+    shapes = Shapes(d["train"], d["test"], tuple(d["example_shape"]),
+                    tuple(d["test_example_shape"]), d["classes"], d["image"], d["sizes"])
+    groups = layout["groups"]
+    n, kc = sum(groups), groups[0]
+    progs = Programs(config, devices, shapes)
+    _before_compiling(config, progs, n, limit, chip_name)
+    say(f"compiling for {name} ({len(devices)} x {devices[0].device_kind}, compile-only "
+        f"devices): each program takes seconds to minutes on a CPU")
+    measured: dict[int, dict] = {}
+    measured[kc] = progs.peak(kc, say=say)
+    conf = progs.peak(kc, others=n - kc)
+    if conf["refused"] or conf["peak"] > limit:
+        raise _after_compiling(config, progs, n, kc, limit, chip_name, measured, say)
+    others = ["init"] + (["warmup"] if int(config.warmup_epochs) else []) + (
+        ["perturb"] if any(r > 0 for r in _probs(config)) else [])
+    for program in others:
+        c = progs.compile(program, kc)
+        say(f"compiled the {_NAMES[program]} for {kc} replica(s): {c.seconds:.1f} s")
+        extra = {"init": conf["data_train"] + conf["data_test"],
+                 "warmup": conf["data_test"]}.get(program, conf["data_test"] +
+                                                    conf["data_train"])
+        if c.refused or c.total + extra + (n - kc) * conf["state_per_replica"] > limit:
+            raise _refusal(config, "replica_batch" if kc > 1 else "batch_size",
+                           f"the {_NAMES[program]} of {kc} replica(s) needs "
+                           f"{_gib(c.total + extra)} per {chip_name} chip; the compiler "
+                           f"allows {_gib(limit)}")
+    cap = capacity(progs, limit, measured, say)
+    level, ev = progs.compile("level", kc), progs.compile("eval", kc)
+    s = layout["schedule"]
+    steps = progs.steps_per_epoch
+    share = n / kc  # every group runs the program; its FLOPs scale with the group's size
+    warm = progs.compiled.get(("warmup", kc), level)
+    train_flops = share * steps * (int(config.warmup_epochs) * (warm.flops or 0)
+                                   + s["levels"] * s["epochs_per_level"] * (level.flops or 0))
+    eval_batches = progs.data["test_x"].shape[0] // (len(devices) * progs.data["eval_batch"])
+    eval_flops = share * s["levels"] * s["evaluations_per_level"] * eval_batches * (ev.flops or 0)
+    rate = chip.peak_bf16 * ASSUMED_UTILIZATION if chip else None
+    compiled = [dataclasses.asdict(c) for c in progs.compiled.values()]
+    return {
+        "target": {"compile_for": config.compile_for, "topology": name, "chip": chip_name,
+                   "device_kind": devices[0].device_kind, "chips": len(devices),
+                   "hosts": len({dev.process_index for dev in devices}),
+                   "libtpu": _version("libtpu"), "jax": jax.__version__},
+        "hbm": {"published": chip.hbm_bytes if chip else None,
+                "published_text": chip.hbm_text if chip else None,
+                "source": chip.source if chip else None, "compiler": compiler_limit,
+                "limit": limit},
+        "memory_per_chip": {"configured": conf, "level": dataclasses.asdict(level),
+                            "eval": dataclasses.asdict(ev), "one_replica": measured[1]},
+        "capacity": cap,
+        "flops": {"train_step_per_chip": level.flops, "eval_batch_per_chip": ev.flops,
+                  "examples_per_chip": int(config.batch_size) // len(devices),
+                  "eval_batch": progs.data["eval_batch"], "steps_per_epoch": steps,
+                  "train_total": train_flops * len(devices),
+                  "eval_total": eval_flops * len(devices)},
+        "projected_seconds": None if rate is None else {
+            "train": train_flops / rate, "eval": eval_flops / rate,
+            "total": (train_flops + eval_flops) / rate, "utilization": ASSUMED_UTILIZATION,
+            "peak_bf16": chip.peak_bf16},
+        "replicas_other": n - kc,
+        "compile_seconds": round(sum(c.seconds for c in progs.compiled.values()), 1),
+        "compiled": compiled,
+    }
+
+
+def _probs(config) -> list[float]:
+    from lrr_jax import config_base
+
+    return config_base.parse_list(config.perturb_probs, float)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def render(result: dict) -> list[str]:
+    """The lines the dry run prints after its plan for `compile_for`."""
+    t, h, m = result["target"], result["hbm"], result["memory_per_chip"]
+    conf, lv, ev = m["configured"], m["level"], m["eval"]
+    f, cap, proj = result["flops"], result["capacity"], result["projected_seconds"]
+    published = (f"{h['published_text']} published ({h['source']})" if h["published"]
+                 else "no published figure in lrr_jax")
+    compiler = (f"{_gib(h['compiler'])} available to a program (the compiler's own limit)"
+                if h["compiler"] else "the compiler did not state its limit")
+    k = lv["replicas"]
+    state = conf["state_per_replica"] * k
+    lines = [
+        f"compiled for: {t['topology']} = {t['chips']} x {t['chip']} ({t['device_kind']}) on "
+        f"{t['hosts']} host(s) as libtpu lays it out; compile-only devices, no TPU used "
+        f"(libtpu {t['libtpu']}, jax {t['jax']})",
+        f"HBM per chip: {published}; {compiler}",
+        "compile seconds: " + ", ".join(
+            f"{_NAMES[c['program']]} x{c['replicas']} {c['seconds']:.1f}"
+            for c in result["compiled"]) + f"; total {result['compile_seconds']:.0f} s",
+        f"memory per chip, level epoch of {k} replica(s) (the TPU compiler's figures): "
+        f"arguments {_mib(lv['arguments'])} (state {_mib(state)} as laid out, data "
+        f"{_mib(conf['data_train'])}), temporaries {_mib(lv['temporaries'])}, outputs "
+        f"{_mib(lv['outputs'])} ({_mib(lv['aliased'])} written into the donated state), "
+        f"code {_mib(lv['code'])}; with the test split resident ({_mib(conf['data_test'])}) "
+        f"and the state of {result['replicas_other']} other replica(s): {_gib(conf['epoch'])}",
+        f"memory per chip, evaluation: arguments {_mib(ev['arguments'])}, temporaries "
+        f"{_mib(ev['temporaries'])}, outputs {_mib(ev['outputs'])}; with the training split "
+        f"resident: {_gib(conf['eval'])}",
+        f"peak per chip: {_gib(conf['peak'])} of {_gib(h['limit'])} "
+        f"({100 * conf['peak'] / h['limit']:.1f}%): fits",
+        f"replicas per program: at most {cap['replicas']} fit a chip (largest replica_batch "
+        f"with nothing else resident; 1 replica: {_gib(m['one_replica']['peak'])}): "
+        f"{cap['how']}",
+        f"FLOPs: {_flops(f['train_step_per_chip'])} per chip per training step "
+        f"({f['examples_per_chip']} examples per chip x {k} replica(s); cost_analysis of one "
+        f"scanned step), {_flops(f['eval_batch_per_chip'])} per chip per evaluation batch of "
+        f"{f['eval_batch']}; campaign {_flops(f['train_total'] + f['eval_total'])} in all",
+    ]
+    if proj:
+        lines.append(
+            f"projected (an assumption, not a measurement): {_hours(proj['total'])} "
+            f"(training {_hours(proj['train'])}, evaluation {_hours(proj['eval'])}) on "
+            f"{t['chips']} chips, ASSUMING {proj['utilization']:.0%} of the "
+            f"{t['chip']}'s published peak {proj['peak_bf16'] / 1e12:.0f} TFLOP/s bfloat16 "
+            "per chip; compilation, pruning, checkpoints and host work not included")
+    else:
+        lines.append(f"projected: no published peak rate for {t['chip']} in lrr_jax")
+    return lines
+
+
+def _flops(x: float | None) -> str:
+    return "? FLOPs" if x is None else f"{x:.3g} FLOPs"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
