@@ -1,0 +1,221 @@
+"""`--config.compile_for=tpu:TOPOLOGY`: a run's programs compiled by the TPU compiler, here.
+
+libtpu (installed by the `test` extra) compiles for the compile-only devices of
+a TPU topology on this CPU-only host. The first tests compile the level epoch
+of the narrow ResNet18 (`configs/cifar10_small.py`) for a single-host v5e and
+the two-host v4:2x2x2, with both backends, and hold the TPU compiler's memory
+figures against what XLA:CPU reports for the same program (whose argument
+sizes are exactly the state's and the data's). The others check the search
+for the replica capacity, the projection's arithmetic and the refusals, with
+the compiler's figures replaced by known ones, and one refusal through the
+entry point.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from lrr_jax import config_base, plan, tpu_compile
+from lrr_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from configs import cifar10_small  # noqa: E402
+
+if sys.platform == "linux" and importlib.util.find_spec("libtpu") is None:
+    pytest.fail("libtpu is missing: pip install -e '.[test]' installs it (jax[tpu])",
+                pytrace=False)
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="libtpu is built for Linux")
+
+# 512 training examples at batch 64: 8 steps; the step is what is compiled.
+SHAPES = tpu_compile.Shapes(n_train=512, n_test=256, shape=(32, 32, 3), test_shape=(32, 32, 3),
+                            classes=10, image=True, source="test")
+TOPOLOGIES = {"tpu:v5e:2x2": (4, 1), "tpu:v4:2x2x2": (8, 2)}  # chips, hosts
+
+
+def narrow(**overrides):
+    c = cifar10_small.get_config()
+    c.methods = "lrr"
+    c.update(overrides)
+    return c
+
+
+def exact_data_bytes(k: int = 1) -> int:
+    """The epoch's data arguments: uint8 images, int32 labels, one uint32 key pair per replica."""
+    return SHAPES.n_train * 32 * 32 * 3 + SHAPES.n_train * 4 + k * 2 * 4
+
+
+@pytest.fixture(scope="module")
+def on_cpu():
+    """The same level epoch compiled by XLA:CPU on one device: its exact argument sizes."""
+    progs = tpu_compile.Programs(narrow(parallel="shard_map"), jax.devices("cpu")[:1], SHAPES)
+    return progs.compile("level", 1), progs.state_bytes(1)
+
+
+@pytest.mark.parametrize("target", sorted(TOPOLOGIES))
+@pytest.mark.parametrize("parallel", ["pmap", "shard_map"])
+def test_narrow_level_epoch_compiles_for_the_tpu(target, parallel, on_cpu):
+    cpu, state = on_cpu
+    devices = tpu_compile.topology(target)
+    chips, hosts = TOPOLOGIES[target]
+    assert len(devices) == chips and len({d.process_index for d in devices}) == hosts
+    assert all(d.platform == "tpu" for d in devices)
+    progs = tpu_compile.Programs(narrow(parallel=parallel), devices, SHAPES)
+    tpu = progs.compile("level", 1)
+    assert not tpu.refused and tpu.seconds > 0
+    # XLA:CPU: the arguments are the state and the data, byte for byte, and the
+    # donated state is what the outputs write into.
+    assert progs.state_bytes(1) == state
+    assert cpu.arguments == state + exact_data_bytes()
+    assert cpu.aliased == state
+    # The TPU compiler: the same data (uint8 images, labels, keys; tiles pad a few KiB at
+    # most) and the state as laid out on the chip: the narrow net's 4-32 channels fill
+    # only part of the TPU's (8, 128) tiles, so it takes several times its bytes.
+    assert abs((tpu.arguments - tpu.aliased) - exact_data_bytes()) <= 16 * 1024
+    assert state < tpu.aliased < 8 * state
+    assert tpu.outputs >= tpu.aliased and tpu.temporaries > 0 and tpu.code > 0
+    # FLOPs of one scanned step per chip: the CPU's step (the whole batch of 64 on one
+    # device) divided over the chips.
+    assert tpu.flops == pytest.approx(cpu.flops / chips, rel=0.05)
+
+
+class Linear:
+    """Stand-in for `Programs.peak`: bytes linear (or not) in the replica count."""
+
+    def __init__(self, peak):
+        self.peak_of, self.asked = peak, []
+
+    def peak(self, k, others=0, say=None):
+        self.asked.append(k)
+        return {"peak": self.peak_of(k), "refused": False}
+
+
+@pytest.mark.parametrize("peak", [lambda k: (1 + 0.5 * k) * 2**30,  # linear: 29 fit
+                                  lambda k: (1 + 0.3 * k + 0.02 * k * k) * 2**30],  # not linear
+                         ids=["linear", "superlinear"])
+def test_replica_capacity_is_the_largest_count_that_fits(peak):
+    limit = 15.75 * 2**30
+    progs, lines = Linear(peak), []
+    cap = tpu_compile.capacity(progs, limit, {}, lines.append)
+    best = max(k for k in range(1, 200) if peak(k) <= limit)
+    assert cap["replicas"] == best and cap["proven"]
+    assert best + 1 in progs.asked and len(progs.asked) <= 8  # not a scan of every count
+    assert all(line.startswith("replica capacity: the line through") for line in lines)
+    if len(lines) == 1:  # the line's prediction was right: 1, 2, then it and the one above
+        assert progs.asked == [1, 2, best, best + 1]
+
+
+def fake_compiler(temp_per_replica: int, flops: float, eval_flops: float):
+    """A `compile_program` with known figures: exact argument sizes, linear temporaries."""
+
+    def compile_program(name, k, lowerable, args):
+        arguments = tpu_compile._nbytes(args)
+        aliased = tpu_compile._nbytes(args[0]) if name in ("warmup", "level") else 0
+        temporaries = {"warmup": k * temp_per_replica, "level": k * temp_per_replica,
+                       "eval": k * 2**20}.get(name, 0)
+        return tpu_compile.Compiled(name, k, 1.0, arguments=arguments, temporaries=temporaries,
+                                    outputs=aliased, aliased=aliased, code=2**20,
+                                    flops={"level": flops, "warmup": flops,
+                                           "eval": eval_flops}.get(name, 0.0) * k)
+
+    return compile_program
+
+
+def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypatch, capsys):
+    gib = 2**30
+    monkeypatch.setattr(tpu_compile, "compile_program", fake_compiler(gib, 1e15, 1e14))
+    c = narrow(compile_for="tpu:v5e:2x2", dry_run=True, train_limit=1024, test_limit=500)
+    result = plan.dry_run(c)["compiled_for"]
+    out = capsys.readouterr().out.splitlines()
+    limit = result["hbm"]["limit"]
+    assert limit == int(15.75 * gib)  # the v5e compiler's own figure, probed
+    # Per chip: state + data + keys (exact here) + temporaries + code, with the test split.
+    progs = tpu_compile.Programs(c, tpu_compile.topology("tpu:v5e:2x2"), tpu_compile.Shapes(
+        1024, 500, (32, 32, 3), (32, 32, 3), 10, True, ""))
+    test = progs.data["bytes"]["test"]
+    train = 1024 * 3072 + 1024 * 4
+
+    def peak(k):
+        return progs.state_bytes(k) + train + 8 * k + k * gib + 2**20 + test
+
+    assert result["memory_per_chip"]["one_replica"]["peak"] == peak(1)
+    assert result["capacity"]["replicas"] == max(k for k in range(1, 64) if peak(k) <= limit)
+    # 16 steps per epoch; 1 warm-up + 6 levels x 3 epochs; 6 x 3 evaluations of 1 batch per chip.
+    expected = (16 * 19 * 1e15 + 18 * 1e14) / (197e12 * 0.4)
+    assert result["projected_seconds"]["total"] == pytest.approx(expected, rel=1e-9)
+    line = next(x for x in out if x.startswith("projected"))
+    assert line.startswith(f"projected (an assumption, not a measurement): {expected / 3600:.1f} h")
+    assert "ASSUMING 40% of the TPU v5e's published peak 197 TFLOP/s bfloat16" in line
+    assert any(x.startswith("peak per chip: ") and x.endswith("fits") for x in out)
+    assert any(x.startswith("HBM per chip: 16 GB published (https://cloud.google.com/tpu/docs/v5e"
+                            "); 15.75 GiB available to a program") for x in out)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({}, "batch_size"),  # one replica's activations alone exceed the chip
+    ({"num_replicas": 4}, "replica_batch"),  # 4 in one program do not fit; 2 per program do
+])
+def test_a_compiled_program_that_does_not_fit_names_the_key(monkeypatch, overrides, key):
+    monkeypatch.setattr(tpu_compile, "compile_program",
+                        fake_compiler(6 * 2**30 if overrides else 20 * 2**30, 1e9, 1e9))
+    c = narrow(compile_for="tpu:v5e:2x2", dry_run=True, train_limit=1024, test_limit=500,
+               **overrides)
+    with pytest.raises(ConfigError) as e:
+        plan.dry_run(c)
+    assert e.value.key == key
+    message = str(e.value)
+    assert "GiB per TPU v5e chip" in message and "the compiler allows 15.75 GiB" in message
+    if key == "replica_batch":
+        assert "--config.replica_batch=2 fits" in message
+
+
+def test_a_config_that_cannot_fit_is_refused_before_compiling(tmp_path):
+    # 64 ResNet50 replicas: their parameters, masks and momenta alone exceed a v5e chip.
+    out = subprocess.run(
+        [sys.executable, "-m", "lrr_jax.main", "--config=configs/cifar100.py",
+         f"--workdir={tmp_path / 'w'}", "--config.dry_run=True", "--config.num_replicas=64",
+         "--config.compile_for=tpu:v5e:2x2"], cwd=REPO, capture_output=True, text=True,
+        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: num_replicas: the data ")
+    per_replica = 3 * 23_652_032 * 4 / 2**30  # params, mask, momentum of the prunable kernels
+    fit = int(lines[0].split("at most ")[1].split()[0])
+    assert fit == pytest.approx(15.75 / per_replica, rel=0.1) and fit < 64
+    assert "compiling" not in out.stdout  # refused before any compile
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"compile_for": "v5e:2x2", "dry_run": True}, "expected 'tpu:TOPOLOGY'"),
+    ({"compile_for": "gpu:h100", "dry_run": True}, "scripts/gpu_check.sh"),
+    ({"compile_for": "tpu:v5e:2x2"}, "add --config.dry_run=True"),
+])
+def test_compile_for_is_validated(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        config_base.validate(narrow(**overrides))
+    assert e.value.key == "compile_for" and fragment in str(e.value)
+
+
+def test_an_unknown_topology_is_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        tpu_compile.topology("tpu:v5e:3x7")
+    assert e.value.key == "compile_for" and "v5e:3x7" in str(e.value)
+
+
+@pytest.mark.parametrize("generation,topology", [("v4", "v4:2x2x1"), ("v5e", "v5e:2x2"),
+                                                 ("v5p", "v5p:2x2x1"), ("v6e", "v6e:2x2")])
+def test_the_compilers_hbm_is_the_published_capacity(generation, topology):
+    # Google Cloud's figure (tpu_compile.CHIPS cites the page) against the limit the TPU
+    # compiler states for one program: the runtime keeps a few percent.
+    device = tpu_compile.topology(f"tpu:{topology}")[0]
+    limit = tpu_compile.compiler_hbm_limit(device)
+    chip = tpu_compile.CHIPS[generation]
+    assert limit == pytest.approx(chip.hbm_bytes, rel=0.05)
