@@ -15,20 +15,21 @@ What comes from the TPU compiler (libtpu): whether each program compiles, its
 `memory_analysis()` per chip (arguments, temporaries, outputs, generated code,
 all as laid out on the TPU, padding included), the HBM it allows a program
 (the `RESOURCE_EXHAUSTED` limit it states, probed with a program that cannot
-fit), and the FLOPs of one scanned step (`cost_analysis()` of the epoch counts
-one iteration of its `lax.scan`; its `optimal_seconds` is not used: it comes
-out negative). What does not: time. The projected campaign time is FLOPs /
-(chips x the chip's published peak bfloat16 rate x `ASSUMED_UTILIZATION`),
-labelled as a projection wherever it is printed.
+fit), and the FLOPs and bytes accessed of one scanned step (`cost_analysis()`
+of an epoch counts one iteration of its `lax.scan`; its `optimal_seconds` is
+not used: it comes out negative). What does not: time. The projected campaign
+time is the larger of two bounds, each labelled as a projection where it is
+printed: the FLOPs at `ASSUMED_UTILIZATION` of the chip's published peak
+bfloat16 rate, and the bytes accessed at the chip's published HBM bandwidth.
 
-Memory per chip while a program runs is its own total (arguments + outputs
-not aliased to donated arguments + temporaries + code) plus what stays
-resident on the chip without being its argument: the data of the other
-program (the test split during an epoch, the training split during
-evaluation; `engine.make` places both once) and the state of the replicas of
-the other groups (`epochs.train` places every group's state before the
-epoch). The data part is computed in one place (`data_arguments`), so an input
-pipeline that streams batches changes only that function.
+Memory per chip while a program runs is what stays resident for the whole run
+plus the program's own memory (temporaries, code, outputs it does not write
+into donated arguments). Resident: the training and test splits (`engine.make`
+places both once, on every chip) and the state of every replica
+(`epochs.train` places every group's state before an epoch, so `replica_batch`
+bounds the activations of a program, not the state on the chip). The data
+part is computed in one place (`data_arguments`), so an input pipeline that
+streams batches changes only that function and `Programs.resident`.
 
 The replica capacity ("how many replicas fit a chip") is the largest replica
 count K of one program whose peak fits the compiler's HBM limit: predicted
@@ -70,12 +71,13 @@ MAX_REPLICAS = 512
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-    """Published figures of a TPU generation (Google Cloud's system architecture pages)."""
+    """Published figures of a TPU generation (Google Cloud's system architecture page, `source`)."""
 
     name: str
     hbm_bytes: int  # HBM per chip
     hbm_text: str  # as the page writes it
     peak_bf16: float  # FLOP/s per chip
+    hbm_bandwidth: float  # bytes/s per chip
     source: str
     chip_config: str | None = None  # libtpu's chip config: 'megacore' = one device per chip
 
@@ -84,12 +86,14 @@ class Chip:
 # 31.25 GiB available to a program) show they are binary units, as v4's page says (32 GiB).
 # v4 and v5p chips have two TensorCores that JAX drives as one device ("megacore"), as on a TPU VM.
 CHIPS = {
-    "v4": Chip("TPU v4", 32 * GiB, "32 GiB", 275e12, "https://cloud.google.com/tpu/docs/v4",
-               "megacore"),
-    "v5e": Chip("TPU v5e", 16 * GiB, "16 GB", 197e12, "https://cloud.google.com/tpu/docs/v5e"),
-    "v5p": Chip("TPU v5p", 95 * GiB, "95 GB", 459e12, "https://cloud.google.com/tpu/docs/v5p",
-                "megacore"),
-    "v6e": Chip("TPU v6e", 32 * GiB, "32 GB", 918e12, "https://cloud.google.com/tpu/docs/v6e"),
+    "v4": Chip("TPU v4", 32 * GiB, "32 GiB", 275e12, 1200e9,
+               "https://cloud.google.com/tpu/docs/v4", "megacore"),
+    "v5e": Chip("TPU v5e", 16 * GiB, "16 GB", 197e12, 819e9,
+                "https://cloud.google.com/tpu/docs/v5e"),
+    "v5p": Chip("TPU v5p", 95 * GiB, "95 GB", 459e12, 2765e9,
+                "https://cloud.google.com/tpu/docs/v5p", "megacore"),
+    "v6e": Chip("TPU v6e", 32 * GiB, "32 GB", 918e12, 1638e9,
+                "https://cloud.google.com/tpu/docs/v6e"),
 }
 _TARGET = re.compile(r"tpu:([a-z0-9]+):(\d+(?:x\d+)*)")
 _OOM = re.compile(r"RESOURCE_EXHAUSTED.*?\(([\d.]+)([KMGTP]?)i?B?\).*?exceeds available HBM "
@@ -182,6 +186,7 @@ class Compiled:
     aliased: int = 0  # outputs written into donated arguments (the state of an epoch)
     code: int = 0
     flops: float | None = None  # cost_analysis: one scanned step for an epoch
+    bytes_accessed: float | None = None  # cost_analysis: memory traffic of the same
     refused: str = ""  # the compiler's RESOURCE_EXHAUSTED message when it did not fit
     required: int = 0  # what the refusal says the program needs
 
@@ -212,7 +217,9 @@ def compile_program(name: str, k: int, lowerable, args) -> Compiled:
                     temporaries=int(m.temp_size_in_bytes), outputs=int(m.output_size_in_bytes),
                     aliased=int(m.alias_size_in_bytes),
                     code=int(m.generated_code_size_in_bytes),
-                    flops=float(cost["flops"]) if cost and "flops" in cost else None)
+                    flops=float(cost["flops"]) if cost and "flops" in cost else None,
+                    bytes_accessed=float(cost["bytes accessed"]) if cost and
+                    "bytes accessed" in cost else None)
 
 
 @dataclasses.dataclass
@@ -283,6 +290,7 @@ class Programs:
         self.key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
         self.steps_per_epoch = 0
         self.compiled: dict[tuple[str, int], Compiled] = {}
+        self._said: set = set()
 
     def _init_fn(self):
         return jax.vmap(lambda k: train.create_state(self.model, self.config, k, self.sample))
@@ -335,37 +343,63 @@ class Programs:
         self.compiled[(program, k)] = result
         return result
 
+    def resident(self, k: int, others: int = 0) -> dict:
+        """What stays on each chip while k replicas train, before any program's own memory.
+
+        The state of the k replicas and of `others` more (every group's state is
+        placed before an epoch, `epochs.train`), as the epoch lays it out (its
+        donated, aliased outputs), the training split as the epoch takes it, and
+        the padded test split (its exact size: uint8 images pad by well under 1%
+        on the TPU, as the training split's figure shows). {'state',
+        'state_per_replica', 'train', 'test', 'total'}.
+        """
+        epoch = self.compile("level", k)
+        state = epoch.aliased if not epoch.refused else self.state_bytes(k)
+        train_chip = epoch.arguments - epoch.aliased if not epoch.refused else \
+            self.data["bytes"]["train"]
+        per_replica = state / k
+        out = {"state": state + int(round(others * per_replica)), "state_per_replica": per_replica,
+               "train": train_chip, "test": self.data["bytes"]["test"]}
+        out["total"] = out["state"] + out["train"] + out["test"]
+        return out
+
+    def during(self, c: Compiled, resident: dict) -> int:
+        """Bytes on a chip while `c` runs: everything resident plus its own memory.
+
+        Its arguments are resident already (the state, the data); what it adds
+        is its temporaries, code and the outputs it does not write into donated
+        arguments. A refused program counts with the bytes its refusal states
+        (its arguments included), plus the resident data it does not take.
+        """
+        if c.refused:
+            taken = resident["test"] if c.program == "eval" else \
+                resident["train"] if c.program in ("warmup", "level") else 0
+            return c.required + resident["total"] - resident["state"] - taken
+        if c.program == "init":  # before any state is placed: the data only
+            return resident["train"] + resident["test"] + c.total
+        return resident["total"] + c.total - c.arguments
+
     def peak(self, k: int, others: int = 0, say: Callable[[str], None] | None = None) -> dict:
         """Per-chip bytes while the level epoch and while evaluation of k replicas run.
 
         `others`: replicas of other groups whose state stays on the chip meanwhile.
-        Returns {'epoch', 'eval', 'peak', 'fits_compiler', 'state_per_replica',
-        'data_train', 'data_test'}; a program the compiler refused counts with the
-        bytes its refusal states.
+        Returns {'epoch', 'eval', 'peak', 'binding' (the program at the peak),
+        'refused', and `resident`'s figures}.
         """
-        out = {}
         for program in ("level", "eval"):
             c = self.compile(program, k)
-            if say and (program, k) not in getattr(self, "_said", set()):
-                self._said = getattr(self, "_said", set()) | {(program, k)}
+            if say and (program, k) not in self._said:
+                self._said.add((program, k))
                 say(f"compiled the {_NAMES[program]} for {k} replica(s): {c.seconds:.1f} s"
                     + (f" (refused: {c.refused})" if c.refused else ""))
-            out[program] = c
-        epoch, ev = out["level"], out["eval"]
-        # The state as laid out on the chip: the epoch's donated (aliased) outputs.
-        state = epoch.aliased if not epoch.refused else self.state_bytes(k)
-        per_replica = state / k
-        train_chip = (epoch.arguments - epoch.aliased) if not epoch.refused else \
-            self.data["bytes"]["train"]
-        test_chip = (ev.arguments - state) if not ev.refused else self.data["bytes"]["test"]
-        resident_others = int(round(others * per_replica))
-        during_epoch = epoch.total + test_chip + resident_others
-        during_eval = ev.total + train_chip + resident_others
+        epoch, ev = self.compile("level", k), self.compile("eval", k)
+        resident = self.resident(k, others)
+        during_epoch, during_eval = self.during(epoch, resident), self.during(ev, resident)
         return {"epoch": during_epoch, "eval": during_eval,
-                "peak": max(during_epoch, during_eval), "refused": bool(epoch.refused
-                                                                       or ev.refused),
-                "state_per_replica": per_replica, "data_train": train_chip,
-                "data_test": test_chip}
+                "peak": max(during_epoch, during_eval),
+                "binding": "eval" if during_eval > during_epoch else "level",
+                "refused": bool(epoch.refused or ev.refused), **{
+                    f"resident_{key}": value for key, value in resident.items()}}
 
 
 _NAMES = {"init": "initialization", "warmup": "warm-up epoch", "level": "level epoch",
@@ -414,10 +448,13 @@ def capacity(programs: Programs, limit: int, measured: dict[int, dict],
             measure(guess + 1)
     best = max(k for k in measured if fits(k))
     proven = any(k == best + 1 and not fits(k) for k in measured)
+    above = measured.get(best + 1, {})
     how = (f"compiled at {', '.join(map(str, sorted(measured)))} replicas (memory linear in "
            f"the count predicts the largest); {best} fits"
-           + (f", {best + 1} does not" if proven else f"; {best + 1} not compiled "
-              f"(search limit {MAX_REPLICAS})"))
+           + (f", {best + 1} does not ({_NAMES[above['binding']]}"
+              + (", refused by the compiler)" if above["refused"] else
+                 f": {_gib(above['peak'])})") if proven else
+              f"; {best + 1} not compiled (search limit {MAX_REPLICAS})"))
     return {"replicas": best, "how": how, "proven": proven, "points": _points(measured)}
 
 
@@ -467,10 +504,15 @@ def _after_compiling(config, progs: Programs, n: int, kc: int, limit: int, chip_
                f"{n - kc} more replicas' state resident, need {_gib(conf['peak'])} per "
                f"{chip_name} chip (epoch {_gib(conf['epoch'])}, evaluation "
                f"{_gib(conf['eval'])}); the compiler allows {_gib(limit)}")
+    epoch_fits = not progs.compile("level", kc).refused and conf["epoch"] <= limit
+    if epoch_fits and conf["binding"] == "eval":
+        return _refusal(config, "eval_batch_size", f"{figures}: evaluation of "
+                        f"{progs.data['eval_batch']} examples per chip per replica does not fit; "
+                        "lower --config.eval_batch_size (it is the batch of each chip)")
     cap = capacity(progs, limit, measured, say)
-    s = conf["state_per_replica"]
-    # The largest group size k <= kc whose program, with the other n - k replicas'
-    # state resident, fits: the program's peak from the compiled counts' line.
+    s = conf["resident_state_per_replica"]
+    # The largest group size k < kc whose program, with the other n - k replicas'
+    # state resident, fits: each program's peak alone from the compiled counts' line.
     points = {k: v for k, v in measured.items() if not v["refused"]}
     ks = sorted(points)
     best = 0
@@ -535,31 +577,41 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
     conf = progs.peak(kc, others=n - kc)
     if conf["refused"] or conf["peak"] > limit:
         raise _after_compiling(config, progs, n, kc, limit, chip_name, measured, say)
-    others = ["init"] + (["warmup"] if int(config.warmup_epochs) else []) + (
-        ["perturb"] if any(r > 0 for r in _probs(config)) else [])
-    for program in others:
+    resident = progs.resident(kc, others=n - kc)
+    for program in ["init"] + (["warmup"] if int(config.warmup_epochs) else []) + (
+            ["perturb"] if any(p > 0 for p in _probs(config)) else []):
         c = progs.compile(program, kc)
         say(f"compiled the {_NAMES[program]} for {kc} replica(s): {c.seconds:.1f} s")
-        extra = {"init": conf["data_train"] + conf["data_test"],
-                 "warmup": conf["data_test"]}.get(program, conf["data_test"] +
-                                                    conf["data_train"])
-        if c.refused or c.total + extra + (n - kc) * conf["state_per_replica"] > limit:
+        if c.refused or progs.during(c, resident) > limit:
             raise _refusal(config, "replica_batch" if kc > 1 else "batch_size",
                            f"the {_NAMES[program]} of {kc} replica(s) needs "
-                           f"{_gib(c.total + extra)} per {chip_name} chip; the compiler "
-                           f"allows {_gib(limit)}")
+                           f"{_gib(progs.during(c, resident))} per {chip_name} chip; the "
+                           f"compiler allows {_gib(limit)}")
     cap = capacity(progs, limit, measured, say)
     level, ev = progs.compile("level", kc), progs.compile("eval", kc)
+    warm = progs.compiled.get(("warmup", kc), level)
     s = layout["schedule"]
     steps = progs.steps_per_epoch
-    share = n / kc  # every group runs the program; its FLOPs scale with the group's size
-    warm = progs.compiled.get(("warmup", kc), level)
-    train_flops = share * steps * (int(config.warmup_epochs) * (warm.flops or 0)
-                                   + s["levels"] * s["epochs_per_level"] * (level.flops or 0))
+    share = n / kc  # every group runs the programs; their cost scales with the group's size
     eval_batches = progs.data["test_x"].shape[0] // (len(devices) * progs.data["eval_batch"])
-    eval_flops = share * s["levels"] * s["evaluations_per_level"] * eval_batches * (ev.flops or 0)
-    rate = chip.peak_bf16 * ASSUMED_UTILIZATION if chip else None
-    compiled = [dataclasses.asdict(c) for c in progs.compiled.values()]
+    evals = s["levels"] * s["evaluations_per_level"] * eval_batches
+    level_steps = s["levels"] * s["epochs_per_level"] * steps
+    warm_steps = int(config.warmup_epochs) * steps
+
+    def per_chip(attr):  # one chip's total of a cost_analysis figure over the campaign
+        return share * (warm_steps * (getattr(warm, attr) or 0)
+                        + level_steps * (getattr(level, attr) or 0)
+                        + evals * (getattr(ev, attr) or 0))
+
+    flops, traffic = per_chip("flops"), per_chip("bytes_accessed")
+    projected = None
+    if chip:
+        compute = flops / (chip.peak_bf16 * ASSUMED_UTILIZATION)
+        memory = traffic / chip.hbm_bandwidth
+        projected = {"total": max(compute, memory), "compute": compute, "memory": memory,
+                     "utilization": ASSUMED_UTILIZATION, "peak_bf16": chip.peak_bf16,
+                     "hbm_bandwidth": chip.hbm_bandwidth,
+                     "bound": "memory traffic" if memory > compute else "compute"}
     return {
         "target": {"compile_for": config.compile_for, "topology": name, "chip": chip_name,
                    "device_kind": devices[0].device_kind, "chips": len(devices),
@@ -571,19 +623,17 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
                 "limit": limit},
         "memory_per_chip": {"configured": conf, "level": dataclasses.asdict(level),
                             "eval": dataclasses.asdict(ev), "one_replica": measured[1]},
+        "replicas": {"total": n, "per_program": kc},
         "capacity": cap,
         "flops": {"train_step_per_chip": level.flops, "eval_batch_per_chip": ev.flops,
+                  "train_step_bytes_per_chip": level.bytes_accessed,
                   "examples_per_chip": int(config.batch_size) // len(devices),
                   "eval_batch": progs.data["eval_batch"], "steps_per_epoch": steps,
-                  "train_total": train_flops * len(devices),
-                  "eval_total": eval_flops * len(devices)},
-        "projected_seconds": None if rate is None else {
-            "train": train_flops / rate, "eval": eval_flops / rate,
-            "total": (train_flops + eval_flops) / rate, "utilization": ASSUMED_UTILIZATION,
-            "peak_bf16": chip.peak_bf16},
-        "replicas_other": n - kc,
+                  "campaign_per_chip": flops, "campaign": flops * len(devices),
+                  "campaign_bytes_per_chip": traffic},
+        "projected_seconds": projected,
         "compile_seconds": round(sum(c.seconds for c in progs.compiled.values()), 1),
-        "compiled": compiled,
+        "compiled": [dataclasses.asdict(c) for c in progs.compiled.values()],
     }
 
 
@@ -609,8 +659,8 @@ def render(result: dict) -> list[str]:
                  else "no published figure in lrr_jax")
     compiler = (f"{_gib(h['compiler'])} available to a program (the compiler's own limit)"
                 if h["compiler"] else "the compiler did not state its limit")
-    k = lv["replicas"]
-    state = conf["state_per_replica"] * k
+    k, others = result["replicas"]["per_program"], result["replicas"]["total"] - \
+        result["replicas"]["per_program"]
     lines = [
         f"compiled for: {t['topology']} = {t['chips']} x {t['chip']} ({t['device_kind']}) on "
         f"{t['hosts']} host(s) as libtpu lays it out; compile-only devices, no TPU used "
@@ -619,32 +669,38 @@ def render(result: dict) -> list[str]:
         "compile seconds: " + ", ".join(
             f"{_NAMES[c['program']]} x{c['replicas']} {c['seconds']:.1f}"
             for c in result["compiled"]) + f"; total {result['compile_seconds']:.0f} s",
+        f"memory per chip, resident: state of {k + others} replica(s) "
+        f"{_mib(conf['resident_state'])} (as the TPU lays it out), training split "
+        f"{_mib(conf['resident_train'])}, test split {_mib(conf['resident_test'])} (data: "
+        f"resident for the whole run)",
         f"memory per chip, level epoch of {k} replica(s) (the TPU compiler's figures): "
-        f"arguments {_mib(lv['arguments'])} (state {_mib(state)} as laid out, data "
-        f"{_mib(conf['data_train'])}), temporaries {_mib(lv['temporaries'])}, outputs "
-        f"{_mib(lv['outputs'])} ({_mib(lv['aliased'])} written into the donated state), "
-        f"code {_mib(lv['code'])}; with the test split resident ({_mib(conf['data_test'])}) "
-        f"and the state of {result['replicas_other']} other replica(s): {_gib(conf['epoch'])}",
-        f"memory per chip, evaluation: arguments {_mib(ev['arguments'])}, temporaries "
-        f"{_mib(ev['temporaries'])}, outputs {_mib(ev['outputs'])}; with the training split "
-        f"resident: {_gib(conf['eval'])}",
+        f"arguments {_mib(lv['arguments'])}, temporaries {_mib(lv['temporaries'])}, outputs "
+        f"{_mib(lv['outputs'])} ({_mib(lv['aliased'])} of them into the donated state), code "
+        f"{_mib(lv['code'])}: {_gib(conf['epoch'])} with the rest resident",
+        f"memory per chip, evaluation ({f['eval_batch']} examples per chip per step): "
+        f"arguments {_mib(ev['arguments'])}, temporaries {_mib(ev['temporaries'])}, code "
+        f"{_mib(ev['code'])}: {_gib(conf['eval'])} with the rest resident",
         f"peak per chip: {_gib(conf['peak'])} of {_gib(h['limit'])} "
-        f"({100 * conf['peak'] / h['limit']:.1f}%): fits",
-        f"replicas per program: at most {cap['replicas']} fit a chip (largest replica_batch "
-        f"with nothing else resident; 1 replica: {_gib(m['one_replica']['peak'])}): "
-        f"{cap['how']}",
+        f"({100 * conf['peak'] / h['limit']:.1f}%, during the "
+        f"{_NAMES[conf['binding']]}): fits",
+        f"replicas per program: at most {cap['replicas']} fit a chip (the largest "
+        f"replica_batch with no other replica resident; 1 replica: "
+        f"{_gib(m['one_replica']['peak'])}): {cap['how']}",
         f"FLOPs: {_flops(f['train_step_per_chip'])} per chip per training step "
         f"({f['examples_per_chip']} examples per chip x {k} replica(s); cost_analysis of one "
-        f"scanned step), {_flops(f['eval_batch_per_chip'])} per chip per evaluation batch of "
-        f"{f['eval_batch']}; campaign {_flops(f['train_total'] + f['eval_total'])} in all",
+        f"scanned step, which accesses {_gb(f['train_step_bytes_per_chip'])}), "
+        f"{_flops(f['eval_batch_per_chip'])} per chip per evaluation step; the campaign "
+        f"{_flops(f['campaign'])} on {t['chips']} chips",
     ]
     if proj:
         lines.append(
-            f"projected (an assumption, not a measurement): {_hours(proj['total'])} "
-            f"(training {_hours(proj['train'])}, evaluation {_hours(proj['eval'])}) on "
-            f"{t['chips']} chips, ASSUMING {proj['utilization']:.0%} of the "
-            f"{t['chip']}'s published peak {proj['peak_bf16'] / 1e12:.0f} TFLOP/s bfloat16 "
-            "per chip; compilation, pruning, checkpoints and host work not included")
+            f"projected (an assumption, not a measurement): {_hours(proj['total'])}, the "
+            f"larger of compute, {_hours(proj['compute'])} ASSUMING "
+            f"{proj['utilization']:.0%} of the {t['chip']}'s published peak "
+            f"{proj['peak_bf16'] / 1e12:.0f} TFLOP/s bfloat16 per chip, and memory traffic, "
+            f"{_hours(proj['memory'])} for the bytes cost_analysis counts at the published "
+            f"{proj['hbm_bandwidth'] / 1e9:.0f} GB/s of HBM; compilation, collectives, "
+            "pruning, checkpoints and host work not included")
     else:
         lines.append(f"projected: no published peak rate for {t['chip']} in lrr_jax")
     return lines
@@ -652,6 +708,10 @@ def render(result: dict) -> list[str]:
 
 def _flops(x: float | None) -> str:
     return "? FLOPs" if x is None else f"{x:.3g} FLOPs"
+
+
+def _gb(x: float | None) -> str:
+    return "? bytes" if x is None else f"{x / 1e9:.3g} GB"
 
 
 def _hours(seconds: float) -> str:

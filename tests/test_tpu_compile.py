@@ -93,7 +93,7 @@ class Linear:
 
     def peak(self, k, others=0, say=None):
         self.asked.append(k)
-        return {"peak": self.peak_of(k), "refused": False}
+        return {"peak": self.peak_of(k), "refused": False, "binding": "level"}
 
 
 @pytest.mark.parametrize("peak", [lambda k: (1 + 0.5 * k) * 2**30,  # linear: 29 fit
@@ -119,10 +119,12 @@ def fake_compiler(temp_per_replica: int, flops: float, eval_flops: float):
         aliased = tpu_compile._nbytes(args[0]) if name in ("warmup", "level") else 0
         temporaries = {"warmup": k * temp_per_replica, "level": k * temp_per_replica,
                        "eval": k * 2**20}.get(name, 0)
+        per_step = {"level": 1.0, "warmup": 1.0, "eval": 0.1}.get(name, 0.0) * k
         return tpu_compile.Compiled(name, k, 1.0, arguments=arguments, temporaries=temporaries,
                                     outputs=aliased, aliased=aliased, code=2**20,
                                     flops={"level": flops, "warmup": flops,
-                                           "eval": eval_flops}.get(name, 0.0) * k)
+                                           "eval": eval_flops}.get(name, 0.0) * k,
+                                    bytes_accessed=per_step * 1e12)
 
     return compile_program
 
@@ -148,7 +150,9 @@ def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypa
     assert result["capacity"]["replicas"] == max(k for k in range(1, 64) if peak(k) <= limit)
     # 16 steps per epoch; 1 warm-up + 6 levels x 3 epochs; 6 x 3 evaluations of 1 batch per chip.
     expected = (16 * 19 * 1e15 + 18 * 1e14) / (197e12 * 0.4)
+    traffic = (16 * 19 * 1e12 + 18 * 1e11) / 819e9  # bytes accessed at the HBM bandwidth
     assert result["projected_seconds"]["total"] == pytest.approx(expected, rel=1e-9)
+    assert result["projected_seconds"]["memory"] == pytest.approx(traffic, rel=1e-9)
     line = next(x for x in out if x.startswith("projected"))
     assert line.startswith(f"projected (an assumption, not a measurement): {expected / 3600:.1f} h")
     assert "ASSUMING 40% of the TPU v5e's published peak 197 TFLOP/s bfloat16" in line
