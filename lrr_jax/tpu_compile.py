@@ -18,9 +18,12 @@ all as laid out on the TPU, padding included), the HBM it allows a program
 fit), and the FLOPs and bytes accessed of one scanned step (`cost_analysis()`
 of an epoch counts one iteration of its `lax.scan`; its `optimal_seconds` is
 not used: it comes out negative). What does not: time. The projected campaign
-time is the larger of two bounds, each labelled as a projection where it is
-printed: the FLOPs at `ASSUMED_UTILIZATION` of the chip's published peak
-bfloat16 rate, and the bytes accessed at the chip's published HBM bandwidth.
+time, labelled as a projection wherever it is printed, is the campaign's FLOPs
+at `ASSUMED_UTILIZATION` of the chips' published peak bfloat16 rate. The bytes
+accessed at the published HBM bandwidth are printed beside it, as a second,
+cruder bound: the byte count is the compiler's cost model, and it includes the
+epoch's once-per-epoch work outside the scan (the FLOPs include it too, about
+1% of a step's).
 
 Memory per chip while a program runs is what stays resident for the whole run
 plus the program's own memory (temporaries, code, outputs it does not write
@@ -608,10 +611,8 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
     if chip:
         compute = flops / (chip.peak_bf16 * ASSUMED_UTILIZATION)
         memory = traffic / chip.hbm_bandwidth
-        projected = {"total": max(compute, memory), "compute": compute, "memory": memory,
-                     "utilization": ASSUMED_UTILIZATION, "peak_bf16": chip.peak_bf16,
-                     "hbm_bandwidth": chip.hbm_bandwidth,
-                     "bound": "memory traffic" if memory > compute else "compute"}
+        projected = {"total": compute, "memory": memory, "utilization": ASSUMED_UTILIZATION,
+                     "peak_bf16": chip.peak_bf16, "hbm_bandwidth": chip.hbm_bandwidth}
     return {
         "target": {"compile_for": config.compile_for, "topology": name, "chip": chip_name,
                    "device_kind": devices[0].device_kind, "chips": len(devices),
@@ -688,19 +689,21 @@ def render(result: dict) -> list[str]:
         f"{_gib(m['one_replica']['peak'])}): {cap['how']}",
         f"FLOPs: {_flops(f['train_step_per_chip'])} per chip per training step "
         f"({f['examples_per_chip']} examples per chip x {k} replica(s); cost_analysis of one "
-        f"scanned step, which accesses {_gb(f['train_step_bytes_per_chip'])}), "
-        f"{_flops(f['eval_batch_per_chip'])} per chip per evaluation step; the campaign "
-        f"{_flops(f['campaign'])} on {t['chips']} chips",
+        f"scanned step), {_flops(f['eval_batch_per_chip'])} per chip per evaluation step",
     ]
     if proj:
         lines.append(
-            f"projected (an assumption, not a measurement): {_hours(proj['total'])}, the "
-            f"larger of compute, {_hours(proj['compute'])} ASSUMING "
+            f"projected (an assumption, not a measurement): {_hours(proj['total'])} for the "
+            f"campaign's {_flops(f['campaign'])} on {t['chips']} chips, ASSUMING "
             f"{proj['utilization']:.0%} of the {t['chip']}'s published peak "
-            f"{proj['peak_bf16'] / 1e12:.0f} TFLOP/s bfloat16 per chip, and memory traffic, "
-            f"{_hours(proj['memory'])} for the bytes cost_analysis counts at the published "
-            f"{proj['hbm_bandwidth'] / 1e9:.0f} GB/s of HBM; compilation, collectives, "
-            "pruning, checkpoints and host work not included")
+            f"{proj['peak_bf16'] / 1e12:.0f} TFLOP/s bfloat16 per chip; compilation, "
+            "collectives, pruning, checkpoints and host work not included")
+        lines.append(
+            f"memory traffic (cost_analysis's byte count, a model): "
+            f"{_gb(f['train_step_bytes_per_chip'])} per chip per training step, "
+            f"{_hours(proj['memory'])} for the campaign at the published "
+            f"{proj['hbm_bandwidth'] / 1e9:.0f} GB/s of HBM (it also counts, once per step, "
+            "the epoch's work outside its scan, such as the copy of the training split)")
     else:
         lines.append(f"projected: no published peak rate for {t['chip']} in lrr_jax")
     return lines
