@@ -132,6 +132,7 @@ def topology(value: str) -> list:
     kwargs = {"chip_config_name": chip.chip_config} if chip and chip.chip_config else {}
     try:
         with _quiet_stderr():  # libtpu's start-up warnings about the missing TPU hardware
+            jax.devices()  # JAX's own backends start here too (with libtpu it tries the TPU)
             return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
                                                      **kwargs).devices)
     except Exception as e:  # noqa: BLE001 - libtpu's own message says what is wrong
