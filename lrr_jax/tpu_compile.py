@@ -295,14 +295,17 @@ class Programs:
         self.steps_per_epoch = 0
         self.compiled: dict[tuple[str, int], Compiled] = {}
         self._said: set = set()
+        self._states: dict = {}
 
     def _init_fn(self):
         return jax.vmap(lambda k: train.create_state(self.model, self.config, k, self.sample))
 
     def state(self, k: int):
         """The abstract state of k replicas (shapes and dtypes, no values)."""
-        keys = jax.ShapeDtypeStruct((k, *self.key.shape), self.key.dtype)
-        return jax.eval_shape(self._init_fn(), keys)
+        if k not in self._states:
+            keys = jax.ShapeDtypeStruct((k, *self.key.shape), self.key.dtype)
+            self._states[k] = jax.eval_shape(self._init_fn(), keys)
+        return self._states[k]
 
     def state_bytes(self, k: int) -> int:
         """Exact bytes of k replicas' state (before any TPU layout padding)."""

@@ -143,8 +143,10 @@ def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypa
     test = progs.data["bytes"]["test"]
     train = 1024 * 3072 + 1024 * 4
 
+    state = progs.state_bytes(1)  # every leaf of the state has the replica axis in front
+
     def peak(k):
-        return progs.state_bytes(k) + train + 8 * k + k * gib + 2**20 + test
+        return k * state + train + 8 * k + k * gib + 2**20 + test
 
     assert result["memory_per_chip"]["one_replica"]["peak"] == peak(1)
     assert result["capacity"]["replicas"] == max(k for k in range(1, 64) if peak(k) <= limit)
