@@ -493,11 +493,13 @@ def _before_compiling(config, progs: Programs, n: int, limit: int, chip_name: st
                f"need {_gib(data + n * per_replica)} per {chip_name} chip before any "
                f"activation; the compiler allows {_gib(limit)}")
     if data + per_replica > limit:
-        if not config.shard_train_data and progs.backend.num_devices > 1:
+        d = progs.backend.num_devices
+        if not config.shard_train_data and d > 1 and \
+                data_b["train"] // d + data_b["test"] + per_replica <= limit:
             raise _refusal(config, "shard_train_data", f"{figures}: shard the training split "
-                           "over the chips (--config.shard_train_data=True)")
-        raise _refusal(config, "compile_for", f"{figures}: use a topology with more chips "
-                       "or HBM per chip")
+                           f"over the {d} chips (--config.shard_train_data=True)")
+        raise _refusal(config, "compile_for", f"{figures}: the data do not fit these chips "
+                       "even sharded; use a topology with more chips or HBM per chip")
     fit = int((limit - data) // per_replica)
     raise _refusal(config, "num_replicas", f"{figures}: at most {fit} replicas' state fit "
                    "(fewer seeds, methods or perturbation probabilities)")
