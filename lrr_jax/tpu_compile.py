@@ -207,10 +207,13 @@ def compile_program(name: str, k: int, lowerable, args) -> Compiled:
     t = time.perf_counter()
     try:
         compiled = lowerable.lower(*args).compile()
-    except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory is expected
-        match = _OOM.search(str(e))
-        if "RESOURCE_EXHAUSTED" not in str(e):
+    except Exception as e:  # noqa: BLE001 - the compiler's refusals are findings
+        if not isinstance(e, jax.errors.JaxRuntimeError):
             raise
+        match = _OOM.search(str(e))
+        if "RESOURCE_EXHAUSTED" not in str(e):  # an op or a layout the TPU does not take
+            raise ConfigError("compile_for", f"the TPU compiler rejects the {_NAMES[name]} of "
+                              f"{k} replica(s): {' '.join(str(e).split())[:400]}") from None
         return Compiled(name, k, time.perf_counter() - t, refused=" ".join(str(e).split())[:300],
                         required=_bytes(match.group(1), match.group(2)) if match else 0)
     seconds = time.perf_counter() - t
@@ -228,7 +231,7 @@ def compile_program(name: str, k: int, lowerable, args) -> Compiled:
 
 @dataclasses.dataclass
 class Shapes:
-    """What the programs are compiled for: the dataset's shapes, the model, the devices."""
+    """The dataset the programs are compiled for: sizes and example shapes, no data."""
 
     n_train: int
     n_test: int
