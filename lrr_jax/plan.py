@@ -301,6 +301,7 @@ def dry_run(config) -> dict:
 def _dry_run_for(config) -> dict:
     from lrr_jax import tpu_compile
 
+    tpu_compile.start_jax_quietly()  # stderr stays for the one-line error
     plan = layout(config)
 
     def say(line: str) -> None:
@@ -309,7 +310,7 @@ def _dry_run_for(config) -> dict:
 
     for line in _header(config, plan):
         say(line)
-    plan["compiled_for"] = tpu_compile.describe(config, plan, say)
+    plan["compiled_for"] = tpu_compile.describe_in_a_process(config, plan, say)
     for line in tpu_compile.render(plan["compiled_for"]):
         say(line)
     return plan

@@ -48,9 +48,12 @@ import contextlib
 import dataclasses
 import importlib.metadata
 import importlib.util
+import json
 import math
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import SingleDeviceSharding
 
-from lrr_jax import models, parallel, train
+from lrr_jax import faults, models, parallel, train
 from lrr_jax.errors import ConfigError
 
 GiB = 2**30
@@ -124,20 +127,31 @@ def topology(value: str) -> list:
                           "pip install -e '.[tpu]'")
     from jax.experimental import topologies
 
-    # libtpu lets one process at a time load it (/tmp/libtpu_lockfile), and any JAX
-    # process with libtpu installed holds it (JAX tries the TPU first). Compiling
-    # for compile-only devices runs nothing on a TPU, so sharing it is safe.
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    start_jax_quietly()
     chip = CHIPS.get(generation)
     kwargs = {"chip_config_name": chip.chip_config} if chip and chip.chip_config else {}
     try:
         with _quiet_stderr():  # libtpu's start-up warnings about the missing TPU hardware
-            jax.devices()  # JAX's own backends start here too (with libtpu it tries the TPU)
             return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
                                                      **kwargs).devices)
     except Exception as e:  # noqa: BLE001 - libtpu's own message says what is wrong
         raise ConfigError("compile_for", f"libtpu has no topology {name!r}: "
                           f"{' '.join(str(e).split())[:300]}") from None
+
+
+def start_jax_quietly() -> None:
+    """Start JAX's backends with libtpu's warnings about the missing TPU sent nowhere.
+
+    With libtpu installed, JAX tries the TPU first; on a host without one libtpu
+    writes a few lines of warnings to stderr before JAX falls back to the CPU.
+    libtpu also lets one process at a time load it (/tmp/libtpu_lockfile), and a
+    JAX process that tried the TPU holds it for its lifetime; compiling for
+    compile-only devices runs nothing on a TPU, so the lock is shared
+    (ALLOW_MULTIPLE_LIBTPU_LOAD=1, unless set). A no-op once JAX has started.
+    """
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    with _quiet_stderr():
+        jax.devices()
 
 
 @contextlib.contextmanager
@@ -204,6 +218,10 @@ class Compiled:
 
 def compile_program(name: str, k: int, lowerable, args) -> Compiled:
     """Lower and compile `lowerable(*args)`; a RESOURCE_EXHAUSTED refusal is a result too."""
+    if _STATUS["path"]:  # in `describe_in_a_process`'s child: what a crash interrupted
+        with open(_STATUS["path"], "w") as f:
+            f.write(f"the {_NAMES[name]} of {k} replica(s)")
+    faults.hit("compiling", name, k)  # LRR_JAX_FAULT=compiling:level:1: a crash, for the tests
     t = time.perf_counter()
     try:
         compiled = lowerable.lower(*args).compile()
@@ -647,6 +665,62 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
     }
 
 
+_STATUS = {"path": ""}
+
+
+def describe_in_a_process(config, layout: dict, say: Callable[[str], None]) -> dict:
+    """`describe` in a child process: a crash of the TPU compiler becomes a ConfigError.
+
+    libtpu 0.0.42.1 crashes (SIGSEGV) compiling the training step of the
+    full-width ResNets for v6e (docs/TPU.md); a crash in this process would end
+    the dry run with a core dump instead of its one line. The child prints the
+    progress lines; its stderr (libtpu's) is kept only to name a crash.
+    """
+    with tempfile.TemporaryDirectory(prefix="lrr_tpu_compile_") as tmp:
+        spec, result, status = (os.path.join(tmp, n) for n in ("spec", "result", "status"))
+        with open(spec, "w") as f:
+            json.dump({"config": json.loads(config.to_json_best_effort()), "layout": layout}, f)
+        with open(os.path.join(tmp, "stderr"), "w+") as err:
+            child = subprocess.Popen([sys.executable, "-m", "lrr_jax.tpu_compile", spec, result,
+                                      status], stdout=subprocess.PIPE, stderr=err, text=True)
+            for line in child.stdout:
+                say(line.rstrip("\n"))
+            child.wait()
+            err.seek(0)
+            log = err.read()
+        if os.path.exists(result):
+            with open(result) as f:
+                out = json.load(f)
+            if "error" in out:
+                raise ConfigError(*out["error"])
+            return out
+        doing = open(status).read() if os.path.exists(status) else "its programs"
+        if child.returncode < 0:
+            how = f"crashed (signal {signal.Signals(-child.returncode).name})"
+        else:  # a Python error in the child: its last line
+            last = [line for line in log.splitlines() if line.strip()][-1:] or [""]
+            how = f"stopped (exit status {child.returncode}: {' '.join(last[0].split())[:300]})"
+        raise ConfigError("compile_for", f"the TPU compiler (libtpu {_version('libtpu')}) {how} "
+                          f"compiling {doing} for {parse_target(config.compile_for)[1]}: a "
+                          "failure of the compiler, not a figure of the config (docs/TPU.md)")
+
+
+def _child(spec_path: str, result_path: str, status_path: str) -> None:
+    """The child of `describe_in_a_process`: describe, then write the result or the error."""
+    import ml_collections
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    _STATUS["path"] = status_path
+    try:
+        out = describe(ml_collections.ConfigDict(spec["config"]), spec["layout"],
+                       lambda line: print(line, flush=True))
+    except ConfigError as e:
+        out = {"error": [e.key, str(e).removeprefix(f"{e.key}: ")]}
+    with open(result_path, "w") as f:
+        json.dump(out, f, default=float)
+
+
 def _probs(config) -> list[float]:
     from lrr_jax import config_base
 
@@ -728,3 +802,7 @@ def _gb(x: float | None) -> str:
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:4])

@@ -129,12 +129,14 @@ def fake_compiler(temp_per_replica: int, flops: float, eval_flops: float):
     return compile_program
 
 
-def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypatch, capsys):
+def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypatch):
     gib = 2**30
     monkeypatch.setattr(tpu_compile, "compile_program", fake_compiler(gib, 1e15, 1e14))
     c = narrow(compile_for="tpu:v5e:2x2", dry_run=True, train_limit=1024, test_limit=500)
-    result = plan.dry_run(c)["compiled_for"]
-    out = capsys.readouterr().out.splitlines()
+    progress = []
+    result = tpu_compile.describe(c, plan.layout(c), progress.append)  # in this process
+    out = tpu_compile.render(result)
+    assert progress[0].startswith("compiling for v5e:2x2 (4 x TPU v5 lite, compile-only")
     limit = result["hbm"]["limit"]
     assert limit == int(15.75 * gib)  # the v5e compiler's own figure, probed
     # Per chip: state + data + keys (exact here) + temporaries + code, with the test split.
@@ -173,7 +175,7 @@ def test_a_compiled_program_that_does_not_fit_names_the_key(monkeypatch, overrid
     c = narrow(compile_for="tpu:v5e:2x2", dry_run=True, train_limit=1024, test_limit=500,
                **overrides)
     with pytest.raises(ConfigError) as e:
-        plan.dry_run(c)
+        tpu_compile.describe(c, plan.layout(c), print)
     assert e.value.key == key
     message = str(e.value)
     assert "GiB per TPU v5e chip" in message and "the compiler allows 15.75 GiB" in message
@@ -197,6 +199,24 @@ def test_a_config_that_cannot_fit_is_refused_before_compiling(tmp_path):
     assert fit == pytest.approx(15.75 / per_replica, rel=0.1) and fit < 64
     assert "compiling" not in out.stdout  # refused before any compile
     assert not (tmp_path / "w").exists()
+
+
+def test_a_crash_of_the_compiler_is_one_line_naming_the_program(tmp_path):
+    # The compile runs in a child process (libtpu 0.0.42.1 crashes compiling the full-width
+    # ResNet step for v6e); here the child is killed as it starts the level epoch.
+    out = subprocess.run(
+        [sys.executable, "-m", "lrr_jax.main", "--config=configs/cifar10_small.py",
+         f"--workdir={tmp_path / 'w'}", "--config.dry_run=True", "--config.methods=lrr",
+         "--config.compile_for=tpu:v5e:2x2"], cwd=REPO, capture_output=True, text=True,
+        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                              LRR_JAX_FAULT="compiling:level:1"))
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: compile_for: the TPU compiler (libtpu ")
+    assert ") crashed (signal SIGKILL) compiling the level epoch of 1 replica(s) for v5e:2x2: " \
+        "a failure of the compiler, not a figure of the config" in lines[0]
+    assert "compiling for v5e:2x2" in out.stdout  # the child's progress came through
 
 
 @pytest.mark.parametrize("overrides,fragment", [
