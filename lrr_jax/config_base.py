@@ -20,6 +20,7 @@ EXPERIMENTS = ("prune", "single_neuron", "lmc")
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
                 "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
+                "input_pipeline", "stream_threads", "stream_prefetch",
                 "tensorboard", "methods", "replica_batch", "dry_run",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
 # A run made before a key existed computed what this value gives, where that is not the
@@ -37,7 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.methods = ""
 
     # Data.
-    c.dataset = "cifar10"  # mnist1d | digits | cifar10 | cifar100 | tiny_imagenet
+    c.dataset = "cifar10"  # mnist1d | digits | cifar10 | cifar100 | tiny_imagenet | imagenet2012
     c.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
     c.cifar_archive = ""  # an already downloaded cifar-10/100-binary.tar.gz to prepare from
     c.download = False  # let TFDS download CIFAR (off: an offline machine must not wait)
@@ -52,6 +53,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Tiny ImageNet: 224 = the authors' RandomResizedCrop 224 + flip / Resize 256 +
     # CenterCrop 224 (on device); 64 = native size with a pad-8 crop + flip.
     c.tiny_imagenet_resolution = 224
+    # imagenet2012: the crop the model sees: RandomResizedCrop(image_size) + flip (train),
+    # Resize(image_size * 256 / 224) + CenterCrop(image_size) (test), on the host.
+    c.image_size = 224
+    # 'device': the training set is placed on every device and each batch is gathered
+    # there; 'stream': the prepared records are read on the host (each process its
+    # devices' share of every batch) and fed to the compiled step (imagenet2012 only streams).
+    c.input_pipeline = "device"
+    c.stream_threads = 0  # host threads decoding a stream's examples (0 = one per CPU core)
+    c.stream_prefetch = 4  # steps a stream reads ahead of the one being trained
 
     # Model.
     c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
@@ -75,6 +85,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000  # batch of the test-set evaluation
     c.lr = 0.1  # peak learning rate of every level's cosine schedule
     c.lr_min = 0.01  # learning rate at the end of a level (cosine to it, per epoch)
+    # cosine: linear warm-up, then cosine lr -> lr_min per level (paper code, CIFAR);
+    # imagenet_step_warmup: warm-up at 0.1 lr, then per level 0.1 lr for 10 epochs, lr to
+    # epoch 40, 0.1 lr to 70, 0.01 lr after (paper code's ImageNet); imagenet_step: drops at 40, 80.
+    c.lr_schedule = "cosine"
     c.momentum = 0.9  # SGD momentum
     c.weight_decay = 1e-4  # L2 weight decay (added to the gradient, as torch SGD)
     c.reset_momentum = False  # LRR: zero the momentum at each level (paper code keeps it)
@@ -196,6 +210,18 @@ def validate(config) -> None:
              f"{config.warmup_epochs}-epoch warm-up, beyond the {config.epochs_per_level} "
              "epochs of a level (epochs_per_level); use warmup_epochs <= epochs_per_level")
     _require(int(config.batch_size) >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
+    from lrr_jax import engine, train
+    from lrr_jax.data import stream
+
+    engine.pipeline(config)
+    stream.image_size(config)
+    _require(config.lr_schedule in train.LR_SCHEDULES, "lr_schedule",
+             f"unknown schedule {config.lr_schedule!r}; expected one of "
+             f"{tuple(train.LR_SCHEDULES)}")
+    _require(int(config.stream_threads) >= 0, "stream_threads",
+             f"must be >= 0 (0 = one per CPU core), got {config.stream_threads}")
+    _require(int(config.stream_prefetch) >= 1, "stream_prefetch",
+             f"must be >= 1, got {config.stream_prefetch}")
     _require(int(config.eval_batch_size) >= 1, "eval_batch_size",
              f"must be >= 1, got {config.eval_batch_size}")
     for key in ("lr", "lr_min", "weight_decay"):

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
 from lrr_jax import checkpoints, distributed, faults, parallel, preemption, replicas, studies
@@ -45,22 +46,22 @@ class Phase:
                                 f"level {self.level}/{self.config.levels - 1}")
 
 
-def _keys(config, reps, level, epoch):
-    # Host arrays: placed (replicated) by the program, also across processes.
-    if config.data_order == "per_replica":
-        return np.stack([np.asarray(replicas.epoch_key(r.seed, level, epoch)) for r in reps])
-    return np.asarray(replicas.epoch_key(int(config.seed), level, epoch))
+def save_mid(p: Phase, state, epoch: int, best, last_eval, train_metrics, *, step: int = 0,
+             partial: dict | None = None) -> str:
+    """Save the level in progress in every method's store; older mid saves go after all.
 
-
-def save_mid(p: Phase, state, epoch: int, best, last_eval, train_metrics) -> str:
-    """Save the level in progress in every method's store; older mid saves go after all."""
-    name = checkpoints.mid_name(p.level, epoch)
+    `step` > 0 (a streamed epoch stopped by a preemption notice): the save is
+    inside epoch `epoch`, after `step` steps of the group that stopped;
+    `partial` then says where each replica group stands (`train`).
+    """
+    name = checkpoints.mid_name(p.level, epoch, step)
     for method, pos in replicas.by_method(p.reps).items():
         p.stores[method].save(name, replicas.take(state, pos), {
             "level": p.level, "epoch": epoch, "best": np.asarray(best)[pos].tolist(),
             "last_eval": {k: np.asarray(v)[pos].tolist() for k, v in last_eval.items()}
             if last_eval else None,
-            "train_metrics": {k: np.asarray(v)[pos].tolist() for k, v in train_metrics.items()}})
+            "train_metrics": {k: np.asarray(v)[pos].tolist() for k, v in train_metrics.items()}
+            if train_metrics else None, "partial": partial})
     for method in replicas.by_method(p.reps):
         p.stores[method].delete_mids(keep=name)
     return name
@@ -88,9 +89,33 @@ def progress(iterable, desc, enabled, **kwargs):
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, **kwargs)
 
 
-def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
+# Steps between two looks at the preemption flag inside a streamed epoch when several
+# processes must agree on it (a collective); one process looks after every step.
+PREEMPTION_CHECK_STEPS = 20
+
+
+def _stop_check(p: Phase, epoch: int):
+    """stop(steps_done) for a streamed level epoch: a preemption notice, asked collectively."""
+    every = 1 if jax.process_count() == 1 else PREEMPTION_CHECK_STEPS
+
+    def stop(step: int) -> bool:
+        faults.hit("in_step", p.level, epoch, step)
+        return step % every == 0 and preemption.requested()
+
+    return stop
+
+
+def _json(tree):
+    return {k: np.asarray(v).tolist() for k, v in tree.items()}
+
+
+def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None,
+          partial: dict | None = None):
     """Train the stacked host `state` of `p.reps` for the phase's epochs (from `start_epoch`).
 
+    `partial` (a mid-epoch save of a streamed level, `save_mid`): epoch
+    `start_epoch` is under way; per replica group it holds the finished
+    epoch's metrics, the position to resume from, or None (not started).
     Returns (host state, outcome) with outcome {'best', 'last_eval',
     'train_metrics', 'seconds', 'steps_after_last_flip'}.
     """
@@ -102,17 +127,38 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
     perturbing = p.phase == "level" and bool(np.any(probs > 0))
     desc = p.label
     train_metrics = None
+    streamed_level = engine.streaming and p.phase == "level"
     for epoch in progress(range(start_epoch, p.epochs), f"{desc} ({len(p.reps)} replicas)",
                           config.progress,
                           initial=start_epoch, total=p.epochs):
         outs = []
+        resumed = partial["groups"] if partial and epoch == start_epoch else [None] * len(groups)
         for gi, g in enumerate(groups):
-            reps = [p.reps[i] for i in g]
-            if perturbing and studies.perturbs_before(config, epoch):
-                states[gi] = studies.perturb(config, reps, states[gi], p.level, epoch, engine.put)
-            states[gi] = faults.poison(states[gi], p.level, epoch, engine.put)
-            states[gi], m = engine.train_epoch(p.phase, states[gi],
-                                               _keys(config, reps, p.level, epoch))
+            reps, at = [p.reps[i] for i in g], resumed[gi]
+            if at is not None and "metrics" in at:  # this group had finished the epoch
+                outs.append({k: np.asarray(v, np.float32) for k, v in at["metrics"].items()})
+                continue
+            resume = engine_partial(at)
+            if resume is None:  # the epoch starts here (a resumed one had its flips already)
+                if perturbing and studies.perturbs_before(config, epoch):
+                    states[gi] = studies.perturb(config, reps, states[gi], p.level, epoch,
+                                                 engine.put)
+                states[gi] = faults.poison(states[gi], p.level, epoch, engine.put)
+            states[gi], m, stopped = engine.train_epoch(
+                p.phase, states[gi], reps, p.level, epoch, resume=resume,
+                stop=_stop_check(p, epoch) if streamed_level else None)
+            if stopped is not None:  # a preemption notice inside a streamed epoch
+                where = [{"metrics": _json(parallel.get(o))} for o in outs]
+                where += [{"step": stopped.step, "reader": stopped.reader,
+                           "sums": _json(stopped.sums)}]
+                where += [None] * (len(groups) - gi - 1)
+                host = replicas.concat([parallel.get(s) for s in states])
+                name = save_mid(p, host, epoch, best, last_eval, train_metrics,
+                                step=stopped.step, partial={
+                                    "groups": where,
+                                    "replicas": [r.name for r in p.reps]})
+                preemption.stop(f"in {desc}, epoch {epoch} after step {stopped.step} of "
+                                f"{engine.steps_per_epoch}: saved {name}")
             outs.append(m)
         faults.hit("in_epoch", p.level, epoch)
         train_metrics = replicas.concat([parallel.get(m) for m in outs])
@@ -146,6 +192,15 @@ def train(p: Phase, state, *, start_epoch: int = 0, best=None, last_eval=None):
                    "seconds": time.time() - t0,
                    "steps_after_last_flip": studies.steps_after_last_flip(
                        config, engine.steps_per_epoch)}
+
+
+def engine_partial(at: dict | None):
+    """The engine's resume point of a group from its entry in a mid-epoch save (or None)."""
+    if at is None:
+        return None
+    from lrr_jax import engine
+
+    return engine.Partial(int(at["step"]), at["reader"], at["sums"])
 
 
 def _diverged(p: Phase, epoch: int, train_metrics) -> None:

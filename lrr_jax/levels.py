@@ -165,27 +165,37 @@ def train_level(c: Campaign, level: int, pending, start):
     reps = [c.reps[i] for i in pending]
     phase = epochs.Phase(c.config, c.engine, reps, c.stores, c.writers, "level", level,
                          int(c.config.epochs_per_level))
-    epoch = common_mid(c, reps, level)
-    if epoch is None:
+    position = common_mid(c, reps, level)
+    if position is None:
         return epochs.train(phase, start)
-    name = checkpoints.mid_name(level, epoch)
+    name = checkpoints.mid_at(level, position)
     parts, metas = [], []
     for method, pos in replicas.by_method(reps).items():
         s, meta = c.stores[method].restore(name, replicas.take(start, pos))
         parts.append(s)
         metas.append(meta)
-        print(f"{method}: level {level} resumes after epoch {epoch} from "
-              f"{c.stores[method].path(name)}", file=sys.stderr, flush=True)
+        where = (f"after epoch {position[0] - 1}" if not position[1] else
+                 f"in epoch {position[0]} after step {position[1]}")
+        print(f"{method}: level {level} resumes {where} from {c.stores[method].path(name)}",
+              file=sys.stderr, flush=True)
+    partial = metas[0].get("partial")
+    if partial and partial["replicas"] != [r.name for r in reps]:
+        # Saved by another set of pending replicas (a run killed between two methods'
+        # level saves): its replica groups do not apply; the level starts again.
+        print(f"level {level}: {name} was saved by other replica groups; the level restarts",
+              file=sys.stderr, flush=True)
+        return epochs.train(phase, start)
     last = [m["last_eval"] for m in metas]
-    return epochs.train(phase, replicas.concat(parts), start_epoch=epoch + 1,
+    return epochs.train(phase, replicas.concat(parts), start_epoch=position[0],
                         best=np.concatenate([m["best"] for m in metas]),
                         last_eval=None if None in last else
-                        {k: np.concatenate([np.asarray(x[k]) for x in last]) for k in last[0]})
+                        {k: np.concatenate([np.asarray(x[k]) for x in last]) for k in last[0]},
+                        partial=partial)
 
 
-def common_mid(c: Campaign, reps, level: int) -> int | None:
-    """The newest mid-level save of `level` that every pending method has."""
-    per_method = [set(c.stores[m].mid_epochs(level)) for m in replicas.by_method(reps)]
+def common_mid(c: Campaign, reps, level: int) -> tuple[int, int] | None:
+    """The position of the newest mid-level save of `level` that every pending method has."""
+    per_method = [set(c.stores[m].mid_positions(level)) for m in replicas.by_method(reps)]
     both = set.intersection(*per_method) if per_method else set()
     return max(both) if both else None
 

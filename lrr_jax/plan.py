@@ -58,16 +58,42 @@ def _bytes(tree) -> int:
                    for x in jax.tree.leaves(tree)))
 
 
+def _nominal(config):
+    """(train, test, example shape, classes) assumed for a dataset that is not prepared here."""
+    if config.dataset == "imagenet2012":
+        size = int(config.image_size)
+        return 1_281_167, 50_000, (size, size, 3), 1000
+    return NOMINAL[config.dataset]
+
+
+def _stream_bytes(config, shape, num_devices: int, streams: int) -> int:
+    """Input bytes a streamed run keeps on each device: the step being trained and the
+    one prefetched (uint8 examples, int32 labels), and one evaluation batch."""
+    example = int(np.prod(shape)) + 4
+    local = int(config.batch_size) // max(num_devices, 1)
+    return 2 * streams * local * example + int(config.eval_batch_size) * example
+
+
 def _shapes(config) -> tuple[int, int, tuple, int, int, str]:
-    """(train size, test size, example shape, classes, data bytes, where the sizes come from)."""
+    """(train size, test size, example shape, classes, data bytes, where the sizes come from).
+
+    Data bytes: what the input keeps on a device (both splits for the on-device
+    pipeline; `_stream_bytes` for the stream, computed by the caller).
+    """
     try:
+        if engine.pipeline(config) == "stream":
+            from lrr_jax.data import stream
+
+            s = stream.open_streams(config)
+            return (s.train.size, s.test.size, tuple(s.train.shape), s.num_classes, 0,
+                    "read from the dataset")
         ds = data.load(config)
         return (len(ds.train_y), len(ds.test_y), tuple(ds.train_x.shape[1:]), ds.num_classes,
                 ds.train_x.nbytes + ds.test_x.nbytes, "read from the dataset")
     except ConfigError:
-        if config.dataset not in NOMINAL:
+        if config.dataset not in NOMINAL and config.dataset != "imagenet2012":
             raise
-        n_train, n_test, shape, classes = NOMINAL[config.dataset]
+        n_train, n_test, shape, classes = _nominal(config)
         if config.train_limit:
             n_train = min(n_train, int(config.train_limit))
         if config.test_limit:
@@ -180,11 +206,15 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
     train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups)
     eval_seconds = (int(config.levels) * evals_per_level * n_test
                     * m["eval_seconds_per_examples"] * len(groups))
-    if config.shard_train_data:  # each device holds 1/N of the training split
+    if engine.pipeline(config) == "stream":  # batches, not the dataset, on the devices
+        streams = len({replicas.data_seed(config, r) for r in reps[:len(groups[0])]})
+        data_bytes = _stream_bytes(config, shape, m["devices"], streams)
+    elif config.shard_train_data:  # each device holds 1/N of the training split
         train_bytes = data_bytes * n_train // max(n_train + n_test, 1)
         data_bytes -= train_bytes - train_bytes // m["devices"]
     return {
         "replicas": [r.name for r in reps], "groups": [len(g) for g in groups],
+        "input_pipeline": engine.pipeline(config),
         "dataset": {"name": config.dataset, "train": n_train, "test": n_test,
                     "example_shape": list(shape), "classes": classes, "sizes": source},
         "schedule": {"warmup_epochs": int(config.warmup_epochs), "levels": int(config.levels),
@@ -233,8 +263,10 @@ def render(config, plan: dict) -> str:
         f"{s['evaluations_per_level']} evaluation(s) per level",
         f"devices: {plan['devices']}",
         f"memory per device: replica state (params, mask, optimizer, BN statistics) "
-        f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), data "
-        f"{_mib(mem['data'])}, compiled epoch temporaries "
+        f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), "
+        + (f"streamed input (2 steps' batches + an eval batch) {_mib(mem['data'])}"
+           if plan["input_pipeline"] == "stream" else f"data {_mib(mem['data'])}")
+        + ", compiled epoch temporaries "
         f"{_mib(temp) if temp is not None else 'not reported by this backend'}: about "
         f"{_mib(total)}",
         f"measured: the level epoch of {meas['replicas']} replica(s) compiled for "

@@ -30,7 +30,9 @@ import numpy as np
 
 from lrr_jax import errors
 
-DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet")
+DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet", "imagenet2012")
+# Datasets that only stream (`config.input_pipeline='stream'`): too large for every device.
+STREAM_ONLY = ("imagenet2012",)
 NORMALIZATIONS = ("paper", "data")
 # The authors' fixed per-channel (mean, std) on the 0..1 scale (imp-lrr-lts
 # data/cifar10.py: CIFAR10, CIFAR100, TinyImagenet's ImageNet constants).
@@ -38,6 +40,7 @@ PAPER_STATISTICS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
     "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 # Stds below this (constant features, e.g. the digits' always-blank border
 # pixels) are replaced by 1 so normalization never divides by ~0.
@@ -149,6 +152,10 @@ def load(config) -> Dataset:
         from lrr_jax.data import tiny_imagenet
 
         arrays, num_classes = tiny_imagenet.load_arrays(config)
+    elif name in STREAM_ONLY:
+        raise errors.ConfigError("input_pipeline", f"{name} is read as a stream of records "
+                                 "(it does not fit on a device): use --config.input_pipeline="
+                                 "stream")
     else:
         raise errors.ConfigError("dataset", f"unknown dataset {name!r}; expected one of {DATASETS}")
     if normalization == "paper" and name in PAPER_STATISTICS:
