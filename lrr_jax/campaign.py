@@ -2,8 +2,9 @@
 
 `run(config, workdir)` is what `python -m lrr_jax.main` calls: validate the
 config, hold the workdir's lock, check the run directories and transfer
-sources, then (before anything is compiled) load the data and hand the
-replicas to the level loop (`levels.run_levels`). The other experiments
+sources, load the data, and only then write the run directories' config.json
+(a refused run writes nothing) and hand the replicas to the level loop
+(`levels.run_levels`); nothing is compiled before that. The other experiments
 (single-neuron theory, linear mode connectivity) are dispatched from here too.
 """
 
@@ -66,11 +67,14 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
         from lrr_jax import connectivity
         return connectivity.run(config, work_dir)
     devices = engine.devices(config)  # a config that does not fit: refused before any write
-    dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
+    stale = workdir.check(config, work_dir)
+    # The data loads (its errors too) before anything is written: a refused run writes nothing.
+    made = engine.make(config)
+    dirs = workdir.prepare(config, work_dir, stale)  # nothing compiled yet
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
               f"backend), {jax.process_count()} process(es)", flush=True)
-    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
+    c = levels.Campaign(config, made, replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
                         provenance=provenance.Record(list(dirs.values()), devices))
     plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first

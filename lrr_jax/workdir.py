@@ -151,18 +151,29 @@ def _as_config(d: dict):
     return c
 
 
-def prepare(config, workdir: str) -> dict[str, str]:
-    """Check every method's run directory, clear stale ones (overwrite), write config.json.
+def check(config, workdir: str) -> dict[str, bool]:
+    """Check every method's run directory and the transfer sources; reads only.
 
-    Runs before the data is loaded or anything is compiled; returns method -> run dir.
+    What a run checks before it loads data or compiles anything (the dry run
+    too). Returns method -> whether its run directory holds another config's
+    run that `prepare` deletes (`config.overwrite`).
     """
-    dirs = run_dirs(config, workdir)
     stale = {}
-    for m, d in dirs.items():
+    for m, d in run_dirs(config, workdir).items():
         stale[m] = check_workdir(method_config(config, m), d)
         if not stale[m]:
             checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
-    check_sources(config, list(dirs))
+    check_sources(config, list(stale))
+    return stale
+
+
+def prepare(config, workdir: str, stale: dict[str, bool]) -> dict[str, str]:
+    """Clear the stale run directories (`check`'s answer), write each config.json.
+
+    Runs after every check has passed (the data loaded), before anything is
+    compiled; returns method -> run dir.
+    """
+    dirs = run_dirs(config, workdir)
     distributed.barrier("workdir checked")  # every process read it before process 0 writes
     for m, d in dirs.items():
         if stale[m]:

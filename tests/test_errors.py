@@ -275,3 +275,23 @@ def test_transfer_source_of_other_seeds_refused_through_the_entry_point(tmp_path
             rows = list(csv.DictReader(f))
         assert [(r["level"], r["seed"], r["mask_source"], r["sign_source"]) for r in rows] == [
             (str(lv), "5" if extra else "0", str(src), str(src)) for lv in (0, 1)]
+
+
+# A run small enough to finish in seconds (one level of one epoch).
+SMALL = ["--config.levels=1", "--config.epochs_per_level=1", "--config.warmup_epochs=0",
+         "--config.mlp_hidden=(8,8)", "--config.test_limit=100", "--config.eval_batch_size=100"]
+
+
+def test_run_refused_at_data_loading_writes_nothing(tmp_path):
+    """Values refused when the data loads leave no config.json behind, so the corrected
+    command is not refused as "a run of a different config"."""
+    w = tmp_path / "w"
+    out, _ = main(w, *SMALL, "--config.train_limit=-1")
+    assert one_line(out) == "error: train_limit: must be >= 0 (0 = all), got -1"
+    assert not w.exists()
+    out, _ = main(w, *SMALL, "--config.train_limit=50", "--config.batch_size=100")
+    assert one_line(out) == "error: batch_size: 100 exceeds the 50 training examples"
+    assert not w.exists()
+    out, _ = main(w, *SMALL, "--config.train_limit=200")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (w / "lrr" / "results.csv").exists()
