@@ -47,16 +47,28 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
         if config.get(key) and paths.expand(config[key]) != config[key]:
             config[key] = paths.expand(config[key])
     config_base.validate(config)
-    if config.get("dry_run"):  # the plan only: no workdir, no lock, nothing trained
+    if config.get("dry_run"):  # the checks and the plan: no lock, nothing trained or written
         if config.experiment != "prune":
             raise ConfigError("dry_run", f"plans the level loop (experiment 'prune'), not "
                               f"experiment {config.experiment!r}")
+        check(config, work_dir)  # the run's checks; the plan checks the data
         plan.dry_run(config)
         return {}
     distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
     # One lock per run: process 0 holds it for all processes of a multi-process run.
     with runlock.hold(work_dir) if distributed.is_primary() else contextlib.nullcontext():
         return _run(config, os.path.abspath(work_dir))
+
+
+def check(config, work_dir: str) -> tuple[list, dict[str, bool]]:
+    """The checks of a run before its data loads, which its dry run makes too; reads only.
+
+    The devices (`engine.devices`), the run directories (another config, a
+    damaged checkpoint) and the transfer sources (`workdir.check`). Returns the
+    devices and `workdir.check`'s answer.
+    """
+    devices = engine.devices(config)  # a config that does not fit: refused before any write
+    return devices, workdir.check(config, work_dir)
 
 
 def _run(config, work_dir: str) -> dict[str, list[dict]]:
@@ -66,8 +78,7 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if config.experiment == "lmc":
         from lrr_jax import connectivity
         return connectivity.run(config, work_dir)
-    devices = engine.devices(config)  # a config that does not fit: refused before any write
-    stale = workdir.check(config, work_dir)
+    devices, stale = check(config, work_dir)
     # The data loads (its errors too) before anything is written: a refused run writes nothing.
     made = engine.make(config)
     dirs = workdir.prepare(config, work_dir, stale)  # nothing compiled yet

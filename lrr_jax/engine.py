@@ -102,13 +102,18 @@ def devices(config) -> list:
     return devices
 
 
+def check_batch_size(config, num_train: int) -> None:
+    """Refuse a global batch larger than the training set (the run and its dry run)."""
+    if num_train < config.batch_size:
+        raise ConfigError("batch_size", f"{config.batch_size} exceeds the {num_train} training "
+                          "examples")
+
+
 def make(config) -> Engine:
     """Load data, choose devices and place the data; raises ConfigError on bad input."""
     devices_used = devices(config)
     dataset = data.load(config)
-    if dataset.train_x.shape[0] < config.batch_size:
-        raise ConfigError("batch_size", f"{config.batch_size} exceeds the "
-                          f"{dataset.train_x.shape[0]} training examples")
+    check_batch_size(config, dataset.train_x.shape[0])
     backend = parallel.Backend(config.parallel, devices_used)
     test_x, test_y, test_w, eval_batch = train.pad_for_eval(
         dataset.test_x, dataset.test_y, backend.num_devices, config.eval_batch_size)

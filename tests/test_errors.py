@@ -295,3 +295,23 @@ def test_run_refused_at_data_loading_writes_nothing(tmp_path):
     out, _ = main(w, *SMALL, "--config.train_limit=200")
     assert out.returncode == 0, out.stderr[-3000:]
     assert (w / "lrr" / "results.csv").exists()
+
+
+def test_dry_run_refuses_what_the_run_refuses(tmp_path):
+    """The dry run makes the real run's checks before compiling: the same one line."""
+    too_big = [*SMALL, "--config.train_limit=50", "--config.batch_size=100"]
+    other = tmp_path / "other"
+    out, _ = main(other, *SMALL, "--config.train_limit=200", "--config.lr=0.05")
+    assert out.returncode == 0, out.stderr[-3000:]
+    config_json = (other / "lrr" / "config.json").read_text()
+    for wd, flags, expected in (
+            (tmp_path / "w", too_big, "error: batch_size: 100 exceeds the 50 training examples"),
+            (other, [*SMALL, "--config.train_limit=200"],
+             f"error: workdir: {other / 'lrr'} holds a run of a different config (recorded in "
+             f"{other / 'lrr' / 'checkpoints' / 'init'}): lr (0.05 -> 0.1); use another "
+             "--workdir or --config.overwrite=True")):
+        lines = [one_line(main(wd, *flags, f"--config.dry_run={dry}")[0])
+                 for dry in (True, False)]
+        assert lines == [expected, expected]
+    assert not (tmp_path / "w").exists()
+    assert (other / "lrr" / "config.json").read_text() == config_json
