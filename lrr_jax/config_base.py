@@ -7,6 +7,7 @@ is compiled and raises `ConfigError` naming the key at fault.
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import ml_collections
@@ -149,6 +150,43 @@ def methods_of(config) -> list[str]:
     return parse_list(config.methods) if config.methods else [config.method]
 
 
+def experiment_keys(experiment: str) -> tuple[str, ...]:
+    """The keys an experiment adds to the base config (`theory.DEFAULTS`, `connectivity.KEYS`)."""
+    if experiment == "single_neuron":
+        from lrr_jax import theory
+        return tuple(theory.DEFAULTS)
+    if experiment == "lmc":
+        from lrr_jax import connectivity
+        return connectivity.KEYS
+    return ()
+
+
+def check_keys(config, where: str = "") -> None:
+    """Refuse a key that is not a config key of the config's experiment (e.g. a misspelling
+    set in a config file; on the command line ml_collections refuses it).
+
+    Args:
+      config: the loaded config.
+      where: the config file, named in the message ('' for none).
+    """
+    experiment = config.get("experiment", "prune")
+    if experiment not in EXPERIMENTS:
+        return  # `validate` names the experiment
+    base = set(get_base_config().keys())
+    known = base | set(experiment_keys(experiment))
+    unknown = sorted(set(config.keys()) - known)
+    if not unknown:
+        return
+    key, prefix = unknown[0], f"{where}: " if where else ""
+    owner = next((e for e in EXPERIMENTS if key in experiment_keys(e)), None)
+    if owner:
+        raise ConfigError("config", f"{prefix}no such config key {key!r} for experiment "
+                          f"{experiment!r} (it belongs to experiment {owner!r})")
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    raise ConfigError("config", f"{prefix}no such config key {key!r}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(key, message)
@@ -158,6 +196,7 @@ def validate(config) -> None:
     """Raise ConfigError for the first bad value found; cheap, no I/O beyond file checks."""
     _require(config.experiment in EXPERIMENTS, "experiment",
              f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
+    check_keys(config)
     if config.experiment == "single_neuron":
         return
     from lrr_jax import data, models, pruning, replicas, rewind, signs  # the registries

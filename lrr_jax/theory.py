@@ -59,6 +59,11 @@ INIT_MODES = ("balanced", "independent")
 _CHUNK = 160
 
 QUADRANTS = ("w0>0,a0>0", "w0>0,a0<0", "w0<0,a0>0", "w0<0,a0<0")
+# The experiment's own config keys (configs/single_neuron.py explains them) and defaults.
+DEFAULTS = {"theory_dim": 10, "theory_num_inits": 10000, "theory_steps": 4000,
+            "theory_lr": 0.01, "theory_num_inputs": 128, "theory_init_scale": 1.0,
+            "theory_init": "balanced", "theory_compare_inits": True, "theory_threshold": 1e-3,
+            "theory_grid_size": 41, "theory_grid_range": 2.0}
 
 
 def _settings(config) -> dict:
@@ -73,18 +78,21 @@ def _settings(config) -> dict:
     Raises:
         errors.ConfigError: on an invalid value.
     """
+    def get(key):
+        return config.get(key, DEFAULTS[key])
+
     s = {
-        "d": int(config.get("theory_dim", 10)),
-        "num_inits": int(config.get("theory_num_inits", 10000)),
-        "steps": int(config.get("theory_steps", 4000)),
-        "lr": float(config.get("theory_lr", 0.01)),
-        "n_inputs": int(config.get("theory_num_inputs", 128)),
-        "init_scale": float(config.get("theory_init_scale", 1.0)),
-        "init": str(config.get("theory_init", "balanced")),
-        "compare_inits": bool(config.get("theory_compare_inits", True)),
-        "threshold": float(config.get("theory_threshold", 1e-3)),
-        "grid_size": int(config.get("theory_grid_size", 41)),
-        "grid_range": float(config.get("theory_grid_range", 2.0)),
+        "d": int(get("theory_dim")),
+        "num_inits": int(get("theory_num_inits")),
+        "steps": int(get("theory_steps")),
+        "lr": float(get("theory_lr")),
+        "n_inputs": int(get("theory_num_inputs")),
+        "init_scale": float(get("theory_init_scale")),
+        "init": str(get("theory_init")),
+        "compare_inits": bool(get("theory_compare_inits")),
+        "threshold": float(get("theory_threshold")),
+        "grid_size": int(get("theory_grid_size")),
+        "grid_range": float(get("theory_grid_range")),
         "seed": int(config.get("seed", 0)),
     }
     if s["d"] < 2:

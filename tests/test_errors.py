@@ -315,3 +315,41 @@ def test_dry_run_refuses_what_the_run_refuses(tmp_path):
         assert lines == [expected, expected]
     assert not (tmp_path / "w").exists()
     assert (other / "lrr" / "config.json").read_text() == config_json
+
+
+def test_misspelled_key_in_a_config_file_is_refused_like_on_the_command_line(tmp_path):
+    typo = tmp_path / "typo.py"
+    typo.write_text("from configs import quickstart\n\n\ndef get_config():\n"
+                    "    c = quickstart.get_config()\n    c.levells = 3\n    return c\n")
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--config={typo}",
+                          f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert one_line(out) == (f"error: config: {typo}: no such config key 'levells' (did you "
+                             "mean 'levels'?)")
+    assert not (tmp_path / "w").exists()
+    c = quick()
+    c.levells = 3  # through campaign.run (validate) as well
+    with pytest.raises(ConfigError, match=r"^config: no such config key 'levells' \(did you "
+                       r"mean 'levels'\?\)$"):
+        config_base.validate(c)
+    c = quick()
+    c.theory_dim = 5  # a key of another experiment
+    with pytest.raises(ConfigError, match=r"^config: no such config key 'theory_dim' for "
+                       r"experiment 'prune' \(it belongs to experiment 'single_neuron'\)$"):
+        config_base.validate(c)
+
+
+SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
+                 if f.endswith(".py") and f != "__init__.py")
+ARGUMENTS = {"transfer": "VARIANTS", "random_masks": "ALLOCATIONS"}  # every argument is loaded
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_has_only_known_keys(name):
+    import importlib
+
+    sys.path.insert(0, REPO)
+    module = importlib.import_module(f"configs.{name}")
+    for arg in getattr(module, ARGUMENTS[name]) if name in ARGUMENTS else [None]:
+        c = module.get_config() if arg is None else module.get_config(arg)
+        config_base.check_keys(c, f"configs/{name}.py")
