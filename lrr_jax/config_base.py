@@ -32,7 +32,9 @@ BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
-    c.method = "lrr"  # imp | wr | lrr | lrr_bn_rewind
+    # imp | wr | lrr | lrr_bn_rewind. On the command line of a config file that sets
+    # `methods`, --config.method=M runs just M (as --config.methods=M: in <workdir>/M).
+    c.method = "lrr"
     # Comma-separated methods, trained together as replicas of one program, each
     # written to <workdir>/<method>; empty: just `method`, in <workdir> itself.
     c.methods = ""

@@ -67,6 +67,7 @@ def main(argv):
         # A key the config file sets that is not a config key (the command line's are
         # refused by ml_collections): the file is named.
         config_base.check_keys(config, config_flags.get_config_filename(flags.FLAGS["config"]))
+        _one_method(config, config_flags.get_override_values(flags.FLAGS["config"]))
         distributed.initialize_from_flags()  # multi-host: before anything touches a device
         # After it: jax.distributed installs a SIGTERM handler of its own
         # (its preemption notifier), which would otherwise replace ours.
@@ -80,6 +81,20 @@ def main(argv):
         message, status = _report(e)
         print(message, file=sys.stderr, flush=True)
         sys.exit(status)
+
+
+def _one_method(config, overrides: dict) -> None:
+    """`--config.method=M` for a config file that sets `methods` runs just M (methods=M).
+
+    Both flags at once are refused: which one is meant is not clear.
+    """
+    if "method" not in overrides or not config.methods:
+        return
+    if "methods" in overrides:
+        raise ConfigError("method", f"--config.method={config.method} and --config.methods="
+                          f"{config.methods} both given: pass one (--config.methods="
+                          f"{config.method} runs {config.method} alone)")
+    config.methods = config.method
 
 
 def _report(e: Exception) -> tuple[str, int]:

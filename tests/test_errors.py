@@ -353,3 +353,24 @@ def test_every_shipped_config_has_only_known_keys(name):
     for arg in getattr(module, ARGUMENTS[name]) if name in ARGUMENTS else [None]:
         c = module.get_config() if arg is None else module.get_config(arg)
         config_base.check_keys(c, f"configs/{name}.py")
+
+
+def test_method_on_the_command_line_of_a_multi_method_config_runs_just_that_method(tmp_path):
+    """configs/quickstart.py sets methods=imp,wr,lrr; --config.method=wr runs WR alone (in
+    <workdir>/wr, as --config.methods=wr); with --config.methods as well it is refused."""
+    flags = [f for f in QUICK if not f.startswith("--config.methods")] + SMALL + [
+        "--config.train_limit=200"]
+
+    def run(workdir, *extra):
+        return subprocess.run([sys.executable, "-m", "lrr_jax.main", *flags, *extra,
+                               f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+    out = run(tmp_path / "w", "--config.method=wr")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "w")) == [".lock", "summary.txt", "wr"]
+    with open(tmp_path / "w" / "wr" / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["wr"]
+    out = run(tmp_path / "both", "--config.method=wr", "--config.methods=imp,lrr")
+    assert one_line(out) == ("error: method: --config.method=wr and --config.methods=imp,lrr "
+                             "both given: pass one (--config.methods=wr runs wr alone)")
