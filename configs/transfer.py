@@ -47,6 +47,10 @@ VARIANTS = {
 }
 
 
+# The configs the settings usually come from (any configs/<name>.py of a pruning run works).
+BASES = ("quickstart", "cifar10_small", "cifar10", "cifar100", "tiny_imagenet")
+
+
 def base_config(name: str):
     """The settings of configs/<name>.py (quickstart, cifar10_small, cifar10, cifar100, ...)."""
     import importlib
@@ -54,7 +58,8 @@ def base_config(name: str):
     try:
         module = importlib.import_module(f"configs.{name or 'quickstart'}")
     except ModuleNotFoundError:
-        raise ValueError(f"no config configs/{name}.py to take the settings from") from None
+        raise ValueError(f"no config configs/{name}.py to take the settings from; expected "
+                         f"one of {', '.join(BASES)}") from None
     return module.get_config()
 
 

@@ -123,11 +123,47 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
+        cause = _config_file_error(e)
+        if cause is not None:
+            argument = _config_argument(argv)
+            _fail("config", f"{argument}: {_config_file_message(argument, cause)}")
         _fail("flags", _one_line(e))
     except (AttributeError, KeyError) as e:  # ml_collections: an unknown config key
         _fail("config", _unknown_key(e, argv))
     except Exception as e:  # noqa: BLE001 - ml_collections raises plain types for bad values
         _fail("flags", f"{type(e).__name__}: {_one_line(e)}")
+
+
+def _config_file_error(e: BaseException) -> BaseException | None:
+    """The config file's own exception behind ml_collections' flag error (None: another error).
+
+    ml_collections re-raises what `get_config(ARG)` raised with its traceback as the
+    message ("Error whilst parsing config file: ..."); the original is the innermost one.
+    """
+    if "Error whilst parsing config file" not in str(e):
+        return None
+    while True:
+        inner = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+        if inner is None:
+            return e
+        e = inner
+
+
+def _config_argument(argv) -> str:
+    """The value of --config on the command line (`--config=F` or `--config F`)."""
+    for i, a in enumerate(argv[1:], start=1):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "--config"
+
+
+def _config_file_message(argument: str, cause: BaseException) -> str:
+    path, _, arg = argument.partition(":")
+    if isinstance(cause, TypeError) and "get_config()" in str(cause) and arg:
+        return f"{path} takes no argument, got {arg!r}"  # get_config() without a parameter
+    return _one_line(cause)
 
 
 def _unknown_key(e: BaseException, argv) -> str:

@@ -374,3 +374,19 @@ def test_method_on_the_command_line_of_a_multi_method_config_runs_just_that_meth
     out = run(tmp_path / "both", "--config.method=wr", "--config.methods=imp,lrr")
     assert one_line(out) == ("error: method: --config.method=wr and --config.methods=imp,lrr "
                              "both given: pass one (--config.methods=wr runs wr alone)")
+
+
+@pytest.mark.parametrize("argument,message", [
+    ("configs/transfer.py:lrr_imp_msk", "unknown transfer variant 'lrr_imp_msk'; expected one "
+     "of ['wr_lrr_mask', 'imp_lrr_mask', 'lrr_imp_mask', 'imp_lrr_signs', "
+     "'imp_lrr_signs_shuffled', 'imp_own_signs', 'lrr_init_signs']"),
+    ("configs/transfer.py:wr_lrr_mask,cifar11", "no config configs/cifar11.py to take the "
+     "settings from; expected one of quickstart, cifar10_small, cifar10, cifar100, "
+     "tiny_imagenet"),
+    ("configs/quickstart.py:foo", "configs/quickstart.py takes no argument, got 'foo'"),
+])
+def test_config_argument_typo_one_line(tmp_path, argument, message):
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--config={argument}",
+                          f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert one_line(out) == f"error: config: {argument}: {message}"
