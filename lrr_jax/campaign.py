@@ -87,7 +87,8 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
               f"backend), {jax.process_count()} process(es)", flush=True)
     c = levels.Campaign(config, made, replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
-                        provenance=provenance.Record(list(dirs.values()), devices))
+                        provenance=provenance.Record(list(dirs.values()), devices,
+                                                     provenance.data_record(config, made.dataset)))
     plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first
     if config.tensorboard and distributed.is_primary():
         from tensorboardX import SummaryWriter

@@ -107,6 +107,32 @@ def test_cifar10_through_tfds_builder(tmp_path):
     assert [r["level"] for r in rows] == ["0", "1"]
     assert float(rows[1]["density"]) == pytest.approx(0.8, abs=1e-5)
     assert (tmp_path / "tfds" / "cifar10").is_dir()  # prepared by the project's builder
+    # run.json records the generated archive's sizes; the report names it by them.
+    with open(workdir / "run.json") as f:
+        assert json.load(f)["sessions"][-1]["data"] == {
+            "dataset": "cifar10", "train": 256, "test": 128, "standard_sizes": False}
+    from lrr_jax import report
+
+    report.build([str(workdir)], str(tmp_path / "report"))
+    assert ("Setting: CIFAR-10 format, synthetic or partial data (256 train / 128 test), "
+            "ResNet18 (width x0.0625), seed 0.") in (tmp_path / "report" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("sizes,limits,standard", [
+    ((50000, 10000), (0, 0), True), ((256, 10000), (256, 0), True),
+    ((1280, 500), (0, 0), False), ((256, 500), (256, 0), False), ((200, 100), (0, 0), False)])
+def test_data_record_says_whether_the_split_sizes_are_the_real_ones(sizes, limits, standard):
+    from types import SimpleNamespace
+
+    from lrr_jax import config_base, provenance
+
+    c = config_base.get_base_config()
+    c.train_limit, c.test_limit = limits
+    dataset = SimpleNamespace(train_y=np.zeros(sizes[0]), test_y=np.zeros(sizes[1]))
+    assert provenance.data_record(c, dataset) == {
+        "dataset": "cifar10", "train": sizes[0], "test": sizes[1], "standard_sizes": standard}
+    c.dataset = "mnist1d"  # no real sizes known: no verdict
+    assert provenance.data_record(c, dataset)["standard_sizes"] is None
 
 
 def test_run_json_records_provenance_and_level_times(three_methods):
