@@ -435,6 +435,24 @@ def run(config, workdir: str) -> dict:
         other = _summary_d(out, slice(num, 2 * num), s["threshold"])
         result["other_init"] = {"init": modes[1], **other}
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "theory.json"), "w") as f:
+    path = os.path.join(workdir, "theory.json")
+    with open(path, "w") as f:
         json.dump(result, f, indent=2)
+    print(summary(result), f"wrote {path} (figure: python -m lrr_jax.report {workdir})",
+          sep="\n", flush=True)
     return result
+
+
+def summary(result: dict) -> str:
+    """The rates of a `run` result as the lines the entry point prints at the end."""
+    lines = [f"single hidden neuron: {result['num_inits']} initializations per row, success = "
+             f"final loss < {result['threshold']:g} x the zero predictor's",
+             "| a(0) init | IMP | LRR | dense | mask correct |", "|:--|--:|--:|--:|--:|"]
+    for r in (result, result.get("other_init")):
+        if r:
+            lines.append(f"| {r['init']} (d = {result['d']}) | {r['imp_success_rate']:.3f} | "
+                         f"{r['lrr_success_rate']:.3f} | {r['dense_success_rate']:.3f} | "
+                         f"{r['mask_correct_rate']:.3f} |")
+    lines.append("d = 1, success per quadrant of (w0, a0): " + ", ".join(
+        f"{k} {v['success_rate']:.2f}" for k, v in result["d1"]["quadrants"].items()))
+    return "\n".join(lines)
