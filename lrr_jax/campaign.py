@@ -100,7 +100,9 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
             w.flush()
     _note_extra_levels(c)
     from lrr_jax.reporting import summary
-    table = summary.side_by_side_table(summary.by_replica_setting(results))
+    # The table covers the workdir's other methods of this config too (a one-method rerun).
+    table = summary.side_by_side_table(summary.by_replica_setting(
+        workdir.with_other_methods(config, work_dir, results)))
     if distributed.is_primary():  # every process has the same results; one prints them
         print(table)
     workdir.write_atomic(os.path.join(work_dir, "summary.txt"), table + "\n")

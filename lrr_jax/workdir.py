@@ -72,6 +72,48 @@ def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
                           "the config; move it away to start afresh") from None
 
 
+def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
+    """(semantic keys that differ, recorded config, this config, where it was recorded);
+    no keys when the directory holds no run."""
+    old, where = _recorded_config(run_dir)
+    if old is None:
+        return [], {}, {}, where
+    new = json.loads(config.to_json())
+    # A key added to lrr_jax after the run was made reads as what the run computed then.
+    before = {**json.loads(config_base.get_base_config().to_json()),
+              **config_base.BEFORE_THE_KEY}
+    old = {**{k: v for k, v in before.items() if k in new}, **old}
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    return differ, old, new, where
+
+
+def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
+                       ) -> dict[str, list[dict]]:
+    """`results` and the results.csv rows of the workdir's other method directories that
+    hold a run of this config, in `rewind.METHODS` order (for summary.txt).
+
+    A run of fewer methods in a multi-method workdir (`--config.method=lrr` on the
+    quickstart's) reports them beside the methods an earlier run wrote there,
+    instead of dropping them from the table. Directories of another config are left
+    out; so are levels beyond `config.levels`.
+    """
+    merged = dict(results)
+    if config.methods:
+        for m in rewind.METHODS:
+            d = os.path.join(os.path.abspath(workdir), m)
+            path = os.path.join(d, "results.csv")
+            if m in merged or not os.path.isfile(path) or _differences(
+                    method_config(config, m), d)[0]:
+                continue
+            rows = [r for r in schema.read_csv(path) if r.get("level") is not None
+                    and int(r["level"]) < int(config.levels)]
+            if rows:
+                merged[m] = rows
+    return {m: merged[m] for m in sorted(merged, key=lambda m: (
+        rewind.METHODS.index(m) if m in rewind.METHODS else len(rewind.METHODS), m))}
+
+
 def check_workdir(config, run_dir: str) -> bool:
     """Refuse a run directory that holds a run of a different config (unless overwrite).
 
@@ -80,16 +122,7 @@ def check_workdir(config, run_dir: str) -> bool:
     another config and `config.overwrite` is set: the caller deletes the old
     run's outputs (`checkpoints.clear_run`) once every other check has passed.
     """
-    old, where = _recorded_config(run_dir)
-    if old is None:
-        return False
-    new = json.loads(config.to_json())
-    # A key added to lrr_jax after the run was made reads as what the run computed then.
-    before = {**json.loads(config_base.get_base_config().to_json()),
-              **config_base.BEFORE_THE_KEY}
-    old = {**{k: v for k, v in before.items() if k in new}, **old}
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    differ, old, new, where = _differences(config, run_dir)
     if differ and config.overwrite:
         return True
     if differ:

@@ -60,6 +60,27 @@ def test_three_methods_results(three_methods):
     assert level0["imp"] == level0["wr"] == level0["lrr"]
 
 
+def test_one_method_rerun_keeps_the_summary_of_all_methods(tmp_path, three_methods):
+    """Running one method of the quickstart again in its workdir (finished: nothing trains)
+    reports it beside the methods an earlier run of the same config wrote there."""
+    import shutil
+
+    workdir = tmp_path / "quick"
+    shutil.copytree(three_methods[0], workdir)
+    before = (workdir / "summary.txt").read_text()
+    assert all(f"{m} (%)" in before.splitlines()[0] for m in ("imp", "wr", "lrr"))
+    out = main(workdir, *TINY, "--config.method=lrr")
+    assert (workdir / "summary.txt").read_text() == before
+    assert before.strip() in out.stdout
+    # A method directory of another config is not reported beside this run.
+    out = main(tmp_path / "other", *TINY, "--config.methods=imp,wr", "--config.lr=0.05")
+    shutil.rmtree(workdir / "wr")
+    shutil.copytree(tmp_path / "other" / "wr", workdir / "wr")
+    main(workdir, *TINY, "--config.method=lrr")
+    header = (workdir / "summary.txt").read_text().splitlines()[0]
+    assert "imp (%)" in header and "lrr (%)" in header and "wr (%)" not in header
+
+
 def test_load_level(three_methods):
     workdir, _ = three_methods
     init = lrr_jax.load_level(str(workdir / "imp"), "init")
