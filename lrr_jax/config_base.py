@@ -65,7 +65,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Pruning schedule.
     c.levels = 12  # level 0 trains dense; level k trains at density (1 - prune_fraction)^k
     c.prune_fraction = 0.2  # fraction of the remaining weights pruned after each level
-    c.pruning = "global"  # allocation: global | layerwise | uniform | balanced | erk
+    # Allocation over layers: global | layerwise | uniform | balanced | erk (the paper code's
+    # random balanced / ERK shares) | balanced_exact | erk_exact (the same shares, the
+    # excess of capped layers handed on so the density is exact); README: Random masks.
+    c.pruning = "global"
     c.random_mask = False  # score weights randomly instead of by magnitude
     c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
 

@@ -390,3 +390,22 @@ def test_config_argument_typo_one_line(tmp_path, argument, message):
                           f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert one_line(out) == f"error: config: {argument}: {message}"
+
+
+def test_help_lists_every_value_of_each_registry():
+    """--help (config_base's comments) names every value a registry-checked key accepts."""
+    import re
+
+    from lrr_jax import data, keys, models, pruning, replicas, rewind, signs, studies
+
+    helps = {k: h for _, rows in keys.table() for k, _, h in rows}
+    registries = {"experiment": config_base.EXPERIMENTS, "method": rewind.METHODS,
+                  "dataset": data.DATASETS, "normalization": data.NORMALIZATIONS,
+                  "model": models.MODELS, "pruning": pruning.ALLOCATIONS,
+                  "sign_transfer": [v for v in signs.SIGN_TRANSFERS if v],
+                  "data_order": replicas.DATA_ORDERS,
+                  "sign_source_level": studies.SIGN_SOURCE_LEVELS,
+                  "init_signs_from": studies.INIT_SIGNS_FROM}
+    for key, values in registries.items():
+        words = set(re.findall(r"\w+", helps[key]))
+        assert [v for v in values if v not in words] == [], key
