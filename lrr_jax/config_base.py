@@ -112,7 +112,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # weights (the paper code's sign_list_<run>_<k>); 'previous' = its level k-1 final
     # weights (those its level k starts from).
     c.sign_source_level = "same"
-    # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
+    # '' | source_signs | own_signs | init_signs | shuffled_all_init_magnitudes (|theta_0|
+    # permuted over all of a layer's entries, pruned ones included, as the paper code) |
+    # shuffled_init_magnitudes (permuted within the layer's unpruned entries).
     c.sign_transfer = ""
     # init_signs: 'rewind_point' = the signs and the optimizer state (momentum) of the
     # rewind point (the end of the warm-up; theta_0 without one), as the paper code;

@@ -39,7 +39,7 @@ _IDENTITY = (
     _c("mask_source", str, "run the masks came from ('' = own pruning)", True),
     _c("sign_source", str, "run the signs came from ('' = own)", True),
     _c("sign_transfer", str, "'' | source_signs | own_signs | init_signs | "
-       "shuffled_init_magnitudes", True),
+       "shuffled_all_init_magnitudes | shuffled_init_magnitudes", True),
 )
 
 RESULT_COLUMNS: tuple[Column, ...] = (

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, distributed, rewind, schema
+from lrr_jax import checkpoints, config_base, distributed, rewind, schema, signs
 from lrr_jax.errors import ConfigError
 
 
@@ -147,10 +147,10 @@ def check_sources(config, methods) -> None:
                     f"{os.path.join(src, inner[-1])}" if inner else "")
             raise ConfigError(key, f"{src} is not a run directory (no config.json){hint}")
         if key == "sign_source" and config.sign_transfer not in (
-                "source_signs", "shuffled_init_magnitudes"):
+                "source_signs", *signs.SHUFFLES):
             raise ConfigError(key, f"sign_transfer {config.sign_transfer!r} does not use a sign "
                               "source; use --config.sign_transfer=source_signs (or "
-                              "shuffled_init_magnitudes), or drop --config.sign_source")
+                              f"{' or '.join(signs.SHUFFLES)}), or drop --config.sign_source")
         with open(os.path.join(src, "config.json")) as f:
             other = json.load(f)
         for field in ("model", "width", "dataset", "mlp_hidden", "prune_fraction"):

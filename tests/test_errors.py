@@ -379,7 +379,8 @@ def test_method_on_the_command_line_of_a_multi_method_config_runs_just_that_meth
 @pytest.mark.parametrize("argument,message", [
     ("configs/transfer.py:lrr_imp_msk", "unknown transfer variant 'lrr_imp_msk'; expected one "
      "of ['wr_lrr_mask', 'imp_lrr_mask', 'lrr_imp_mask', 'imp_lrr_signs', "
-     "'imp_lrr_signs_shuffled', 'imp_own_signs', 'lrr_init_signs']"),
+     "'imp_lrr_signs_shuffled', 'imp_lrr_signs_shuffled_in_mask', 'imp_own_signs', "
+     "'lrr_init_signs']"),
     ("configs/transfer.py:wr_lrr_mask,cifar11", "no config configs/cifar11.py to take the "
      "settings from; expected one of quickstart, cifar10_small, cifar10, cifar100, "
      "tiny_imagenet"),

@@ -36,7 +36,8 @@ SIGN_TRANSFER_NAMES = {
     "source_signs": "",
     "own_signs": "own signs",
     "init_signs": "init signs",
-    "shuffled_init_magnitudes": "shuffled init magnitudes",
+    "shuffled_all_init_magnitudes": "shuffled init magnitudes",
+    "shuffled_init_magnitudes": "init magnitudes shuffled in the mask",
 }
 # Config fields that become part of a label when they differ between runs.
 CONFIG_CONTEXT = (
