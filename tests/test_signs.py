@@ -106,3 +106,16 @@ def test_a_run_of_the_within_mask_shuffle_resumes_as_what_it_computed(tmp_path):
     with pytest.raises(ConfigError, match=r"sign_transfer \('shuffled_init_magnitudes' -> "
                        r"'shuffled_all_init_magnitudes'\)"):
         workdir.check_workdir(transfer.get_config("imp_lrr_signs_shuffled"), str(run_dir))
+
+
+def test_perturb_flips_each_layer_independently():
+    """Two layers of one shape get independent flips (one key per layer): a key reused for
+    every layer would flip the same entries in both."""
+    w = np.ones((50, 40), np.float32)
+    params = {"a": {"kernel": w}, "b": {"kernel": w.copy()}, "c": {"kernel": w[:10].copy()}}
+    mask = jax.tree.map(np.ones_like, params)
+    out = jax.jit(signs.perturb)(params, mask, jax.random.PRNGKey(0), 0.5)
+    fa, fb, fc = (np.asarray(out[k]["kernel"]) < 0 for k in "abc")
+    assert 0.45 < fa.mean() < 0.55 and 0.45 < fb.mean() < 0.55
+    assert 0.45 < np.mean(fa == fb) < 0.55  # 2,000 entries: identical flips would give 1.0
+    assert 0.4 < np.mean(fa[:10] == fc) < 0.6
