@@ -99,17 +99,20 @@ def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
     out; so are levels beyond `config.levels`.
     """
     merged = dict(results)
-    if config.methods:
-        for m in rewind.METHODS:
-            d = os.path.join(os.path.abspath(workdir), m)
-            path = os.path.join(d, "results.csv")
-            if m in merged or not os.path.isfile(path) or _differences(
-                    method_config(config, m), d)[0]:
+    for m in rewind.METHODS if config.methods else ():
+        d = os.path.join(os.path.abspath(workdir), m)
+        path = os.path.join(d, "results.csv")
+        if m in merged or not os.path.isfile(path):
+            continue
+        try:  # an unreadable directory is left out: it must not fail a finished run
+            if _differences(method_config(config, m), d)[0]:
                 continue
             rows = [r for r in schema.read_csv(path) if r.get("level") is not None
                     and int(r["level"]) < int(config.levels)]
-            if rows:
-                merged[m] = rows
+        except (ConfigError, OSError, ValueError):
+            continue
+        if rows:
+            merged[m] = rows
     return {m: merged[m] for m in sorted(merged, key=lambda m: (
         rewind.METHODS.index(m) if m in rewind.METHODS else len(rewind.METHODS), m))}
 
