@@ -2,8 +2,9 @@
 
 `run(config, workdir)` is what `python -m lrr_jax.main` calls: validate the
 config, hold the workdir's lock, check the run directories and transfer
-sources, then (before anything is compiled) load the data and hand the
-replicas to the level loop (`levels.run_levels`). The other experiments
+sources, load the data, and only then write the run directories' config.json
+(a refused run writes nothing) and hand the replicas to the level loop
+(`levels.run_levels`); nothing is compiled before that. The other experiments
 (single-neuron theory, linear mode connectivity) are dispatched from here too.
 """
 
@@ -46,16 +47,28 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
         if config.get(key) and paths.expand(config[key]) != config[key]:
             config[key] = paths.expand(config[key])
     config_base.validate(config)
-    if config.get("dry_run"):  # the plan only: no workdir, no lock, nothing trained
+    if config.get("dry_run"):  # the checks and the plan: no lock, nothing trained or written
         if config.experiment != "prune":
             raise ConfigError("dry_run", f"plans the level loop (experiment 'prune'), not "
                               f"experiment {config.experiment!r}")
+        check(config, work_dir)  # the run's checks; the plan checks the data
         plan.dry_run(config)
         return {}
     distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
     # One lock per run: process 0 holds it for all processes of a multi-process run.
     with runlock.hold(work_dir) if distributed.is_primary() else contextlib.nullcontext():
         return _run(config, os.path.abspath(work_dir))
+
+
+def check(config, work_dir: str) -> tuple[list, dict[str, bool]]:
+    """The checks of a run before its data loads, which its dry run makes too; reads only.
+
+    The devices (`engine.devices`), the run directories (another config, a
+    damaged checkpoint) and the transfer sources (`workdir.check`). Returns the
+    devices and `workdir.check`'s answer.
+    """
+    devices = engine.devices(config)  # a config that does not fit: refused before any write
+    return devices, workdir.check(config, work_dir)
 
 
 def _run(config, work_dir: str) -> dict[str, list[dict]]:
@@ -65,14 +78,17 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if config.experiment == "lmc":
         from lrr_jax import connectivity
         return connectivity.run(config, work_dir)
-    devices = engine.devices(config)  # a config that does not fit: refused before any write
-    dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
+    devices, stale = check(config, work_dir)
+    # The data loads (its errors too) before anything is written: a refused run writes nothing.
+    made = engine.make(config)
+    dirs = workdir.prepare(config, work_dir, stale)  # nothing compiled yet
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
               f"backend), {jax.process_count()} process(es)", flush=True)
-    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
+    c = levels.Campaign(config, made, replicas.from_config(config),
                         {m: checkpoints.Store(d) for m, d in dirs.items()},
-                        provenance=provenance.Record(list(dirs.values()), devices))
+                        provenance=provenance.Record(list(dirs.values()), devices,
+                                                     provenance.data_record(config, made.info)))
     plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first
     if config.tensorboard and distributed.is_primary():
         from tensorboardX import SummaryWriter
@@ -84,7 +100,9 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
             w.flush()
     _note_extra_levels(c)
     from lrr_jax.reporting import summary
-    table = summary.side_by_side_table(summary.by_replica_setting(results))
+    # The table covers the workdir's other methods of this config too (a one-method rerun).
+    table = summary.side_by_side_table(summary.by_replica_setting(
+        workdir.with_other_methods(config, work_dir, results)))
     if distributed.is_primary():  # every process has the same results; one prints them
         print(table)
     workdir.write_atomic(os.path.join(work_dir, "summary.txt"), table + "\n")

@@ -7,6 +7,7 @@ is compiled and raises `ConfigError` naming the key at fault.
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import ml_collections
@@ -32,7 +33,9 @@ BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
-    c.method = "lrr"  # imp | wr | lrr | lrr_bn_rewind
+    # imp | wr | lrr | lrr_bn_rewind. On the command line of a config file that sets
+    # `methods`, --config.method=M runs just M (as --config.methods=M: in <workdir>/M).
+    c.method = "lrr"
     # Comma-separated methods, trained together as replicas of one program, each
     # written to <workdir>/<method>; empty: just `method`, in <workdir> itself.
     c.methods = ""
@@ -72,7 +75,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Pruning schedule.
     c.levels = 12  # level 0 trains dense; level k trains at density (1 - prune_fraction)^k
     c.prune_fraction = 0.2  # fraction of the remaining weights pruned after each level
-    c.pruning = "global"  # allocation: global | layerwise | uniform | balanced | erk
+    # Allocation over layers: global | layerwise | uniform | balanced | erk (the paper code's
+    # random balanced / ERK shares) | balanced_exact | erk_exact (the same shares, the
+    # excess of capped layers handed on so the density is exact); README: Random masks.
+    c.pruning = "global"
     c.random_mask = False  # score weights randomly instead of by magnitude
     c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
 
@@ -120,7 +126,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # weights (the paper code's sign_list_<run>_<k>); 'previous' = its level k-1 final
     # weights (those its level k starts from).
     c.sign_source_level = "same"
-    # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
+    # '' | source_signs | own_signs | init_signs | shuffled_all_init_magnitudes (|theta_0|
+    # permuted over all of a layer's entries, pruned ones included, as the paper code) |
+    # shuffled_init_magnitudes (permuted within the layer's unpruned entries).
     c.sign_transfer = ""
     # init_signs: 'rewind_point' = the signs and the optimizer state (momentum) of the
     # rewind point (the end of the warm-up; theta_0 without one), as the paper code;
@@ -163,6 +171,43 @@ def methods_of(config) -> list[str]:
     return parse_list(config.methods) if config.methods else [config.method]
 
 
+def experiment_keys(experiment: str) -> tuple[str, ...]:
+    """The keys an experiment adds to the base config (`theory.DEFAULTS`, `connectivity.KEYS`)."""
+    if experiment == "single_neuron":
+        from lrr_jax import theory
+        return tuple(theory.DEFAULTS)
+    if experiment == "lmc":
+        from lrr_jax import connectivity
+        return connectivity.KEYS
+    return ()
+
+
+def check_keys(config, where: str = "") -> None:
+    """Refuse a key that is not a config key of the config's experiment (e.g. a misspelling
+    set in a config file; on the command line ml_collections refuses it).
+
+    Args:
+      config: the loaded config.
+      where: the config file, named in the message ('' for none).
+    """
+    experiment = config.get("experiment", "prune")
+    if experiment not in EXPERIMENTS:
+        return  # `validate` names the experiment
+    base = set(get_base_config().keys())
+    known = base | set(experiment_keys(experiment))
+    unknown = sorted(set(config.keys()) - known)
+    if not unknown:
+        return
+    key, prefix = unknown[0], f"{where}: " if where else ""
+    owner = next((e for e in EXPERIMENTS if key in experiment_keys(e)), None)
+    if owner:
+        raise ConfigError("config", f"{prefix}no such config key {key!r} for experiment "
+                          f"{experiment!r} (it belongs to experiment {owner!r})")
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    raise ConfigError("config", f"{prefix}no such config key {key!r}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(key, message)
@@ -172,6 +217,7 @@ def validate(config) -> None:
     """Raise ConfigError for the first bad value found; cheap, no I/O beyond file checks."""
     _require(config.experiment in EXPERIMENTS, "experiment",
              f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
+    check_keys(config)
     if config.experiment == "single_neuron":
         return
     from lrr_jax import data, models, pruning, replicas, rewind, signs  # the registries

@@ -36,6 +36,8 @@ import numpy as np
 from lrr_jax import checkpoints, config_base, engine, masks, signs, workdir
 from lrr_jax.errors import ConfigError
 
+# The experiment's own config keys (configs/lmc.py explains them).
+KEYS = ("lmc_a", "lmc_b", "lmc_points")
 # Fields that decide the parameter shapes and the test set: must agree with this config.
 MATCH_FIELDS = ("dataset", "model", "width", "mlp_hidden")
 

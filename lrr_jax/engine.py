@@ -246,10 +246,11 @@ def pipeline(config) -> str:
     return name
 
 
-def _check_batch(config, num_train: int) -> None:
+def check_batch_size(config, num_train: int) -> None:
+    """Refuse a global batch larger than the training set (the run and its dry run)."""
     if num_train < config.batch_size:
-        raise ConfigError("batch_size", f"{config.batch_size} exceeds the "
-                          f"{num_train} training examples")
+        raise ConfigError("batch_size", f"{config.batch_size} exceeds the {num_train} training "
+                          "examples")
 
 
 def make(config) -> Engine:
@@ -264,7 +265,7 @@ def make(config) -> Engine:
         from lrr_jax.data import stream
 
         s = stream.open_streams(config)
-        _check_batch(config, s.train.size)
+        check_batch_size(config, s.train.size)
         info = DataInfo(s.name, s.train.size, s.test.size, s.train.shape, s.num_classes,
                         s.mean, s.std)
         eval_batch = max(1, min(int(config.eval_batch_size),
@@ -272,7 +273,7 @@ def make(config) -> Engine:
         model = models.create(config, info.num_classes, bn_axis_name=train.AXIS)
         return Engine(config, info, backend, model, eval_batch, streams=s)
     dataset = data.load(config)
-    _check_batch(config, dataset.train_x.shape[0])
+    check_batch_size(config, dataset.train_x.shape[0])
     info = DataInfo(dataset.name, dataset.train_x.shape[0], dataset.test_x.shape[0],
                     tuple(dataset.train_x.shape[1:]), dataset.num_classes, dataset.mean,
                     dataset.std)

@@ -196,6 +196,7 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
     reps = replicas.from_config(config)
     groups = replicas.groups(len(reps), config.replica_batch)
     n_train, n_test, shape, classes, data_bytes, source = _shapes(config)
+    engine.check_batch_size(config, n_train)  # as the run refuses it, before compiling
     batch = int(config.batch_size)
     steps_per_epoch = n_train // batch
     epochs = int(config.warmup_epochs) + int(config.levels) * int(config.epochs_per_level)

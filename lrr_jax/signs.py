@@ -15,7 +15,10 @@ import numpy as np
 from lrr_jax import masks
 
 PyTree = Any
-SIGN_TRANSFERS = ("", "source_signs", "own_signs", "init_signs", "shuffled_init_magnitudes")
+SIGN_TRANSFERS = ("", "source_signs", "own_signs", "init_signs", "shuffled_all_init_magnitudes",
+                  "shuffled_init_magnitudes")
+# The shuffles that take their signs from a source (or the run's own trained weights).
+SHUFFLES = ("shuffled_all_init_magnitudes", "shuffled_init_magnitudes")
 
 
 def sign_flips_per_layer(a: PyTree, b: PyTree, mask: PyTree) -> dict[str, tuple[int, int]]:
@@ -69,14 +72,18 @@ def transfer(mode: str, params: PyTree, init_params: PyTree, source_params: PyTr
       mode: '' (unchanged), 'source_signs' (|init| * sign(source): IMP with LRR
         signs), 'own_signs' (|init| * sign(source or params): own trained signs
         with init magnitudes), 'init_signs' (|params| * sign(init): signs forced
-        back to init), 'shuffled_init_magnitudes' (init magnitudes shuffled
-        within each layer's unpruned entries, times sign(source or params)).
+        back to init), 'shuffled_all_init_magnitudes' (init magnitudes of all of
+        a layer's entries, pruned ones included, permuted over the layer, times
+        sign(source or params): the paper code's `reset_shuffled_amplitude`,
+        imp-lrr-lts main.py:1313-1316), 'shuffled_init_magnitudes' (init
+        magnitudes permuted within each layer's unpruned entries, times
+        sign(source or params)).
       params: the weights the level would start from after rewinding.
       init_params: theta_0.
       source_params: the weights whose signs are taken (modes 'source_signs',
-        'own_signs', 'shuffled_init_magnitudes'): another run's, or this run's
+        'own_signs' and the two shuffles): another run's, or this run's
         trained weights before the rewind (the level loop passes those for
-        'own_signs' and 'shuffled_init_magnitudes' without a sign source, since
+        'own_signs' and the shuffles without a sign source, since
         after an IMP rewind `params` carry the init signs). None: `params`.
       mask: the level's mask; only unpruned prunable weights change.
       seed: seed of the shuffle.
@@ -104,6 +111,10 @@ def transfer(mode: str, params: PyTree, init_params: PyTree, source_params: PyTr
             new = np.abs(w0) * np.sign(s)
         elif mode == "init_signs":
             new = np.abs(w) * np.sign(w0)
+        elif mode == "shuffled_all_init_magnitudes":
+            # One permutation of every entry; the unpruned ones keep what lands on them.
+            magnitudes = np.abs(w0).reshape(-1)[rng.permutation(w0.size)]
+            new = magnitudes.reshape(w.shape) * np.sign(s)
         else:
             magnitudes = np.abs(w0).reshape(-1).copy()
             kept = np.flatnonzero(m.reshape(-1) > 0)

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, distributed, rewind, schema
+from lrr_jax import checkpoints, config_base, distributed, rewind, schema, signs
 from lrr_jax.errors import ConfigError
 
 
@@ -72,6 +72,51 @@ def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
                           "the config; move it away to start afresh") from None
 
 
+def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
+    """(semantic keys that differ, recorded config, this config, where it was recorded);
+    no keys when the directory holds no run."""
+    old, where = _recorded_config(run_dir)
+    if old is None:
+        return [], {}, {}, where
+    new = json.loads(config.to_json())
+    # A key added to lrr_jax after the run was made reads as what the run computed then.
+    before = {**json.loads(config_base.get_base_config().to_json()),
+              **config_base.BEFORE_THE_KEY}
+    old = {**{k: v for k, v in before.items() if k in new}, **old}
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    return differ, old, new, where
+
+
+def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
+                       ) -> dict[str, list[dict]]:
+    """`results` and the results.csv rows of the workdir's other method directories that
+    hold a run of this config, in `rewind.METHODS` order (for summary.txt).
+
+    A run of fewer methods in a multi-method workdir (`--config.method=lrr` on the
+    quickstart's) reports them beside the methods an earlier run wrote there,
+    instead of dropping them from the table. Directories of another config are left
+    out; so are levels beyond `config.levels`.
+    """
+    merged = dict(results)
+    for m in rewind.METHODS if config.methods else ():
+        d = os.path.join(os.path.abspath(workdir), m)
+        path = os.path.join(d, "results.csv")
+        if m in merged or not os.path.isfile(path):
+            continue
+        try:  # an unreadable directory is left out: it must not fail a finished run
+            if _differences(method_config(config, m), d)[0]:
+                continue
+            rows = [r for r in schema.read_csv(path) if r.get("level") is not None
+                    and int(r["level"]) < int(config.levels)]
+        except (ConfigError, OSError, ValueError):
+            continue
+        if rows:
+            merged[m] = rows
+    return {m: merged[m] for m in sorted(merged, key=lambda m: (
+        rewind.METHODS.index(m) if m in rewind.METHODS else len(rewind.METHODS), m))}
+
+
 def check_workdir(config, run_dir: str) -> bool:
     """Refuse a run directory that holds a run of a different config (unless overwrite).
 
@@ -80,16 +125,7 @@ def check_workdir(config, run_dir: str) -> bool:
     another config and `config.overwrite` is set: the caller deletes the old
     run's outputs (`checkpoints.clear_run`) once every other check has passed.
     """
-    old, where = _recorded_config(run_dir)
-    if old is None:
-        return False
-    new = json.loads(config.to_json())
-    # A key added to lrr_jax after the run was made reads as what the run computed then.
-    before = {**json.loads(config_base.get_base_config().to_json()),
-              **config_base.BEFORE_THE_KEY}
-    old = {**{k: v for k, v in before.items() if k in new}, **old}
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    differ, old, new, where = _differences(config, run_dir)
     if differ and config.overwrite:
         return True
     if differ:
@@ -114,10 +150,10 @@ def check_sources(config, methods) -> None:
                     f"{os.path.join(src, inner[-1])}" if inner else "")
             raise ConfigError(key, f"{src} is not a run directory (no config.json){hint}")
         if key == "sign_source" and config.sign_transfer not in (
-                "source_signs", "shuffled_init_magnitudes"):
+                "source_signs", *signs.SHUFFLES):
             raise ConfigError(key, f"sign_transfer {config.sign_transfer!r} does not use a sign "
                               "source; use --config.sign_transfer=source_signs (or "
-                              "shuffled_init_magnitudes), or drop --config.sign_source")
+                              f"{' or '.join(signs.SHUFFLES)}), or drop --config.sign_source")
         with open(os.path.join(src, "config.json")) as f:
             other = json.load(f)
         for field in ("model", "width", "dataset", "mlp_hidden", "prune_fraction"):
@@ -151,18 +187,29 @@ def _as_config(d: dict):
     return c
 
 
-def prepare(config, workdir: str) -> dict[str, str]:
-    """Check every method's run directory, clear stale ones (overwrite), write config.json.
+def check(config, workdir: str) -> dict[str, bool]:
+    """Check every method's run directory and the transfer sources; reads only.
 
-    Runs before the data is loaded or anything is compiled; returns method -> run dir.
+    What a run checks before it loads data or compiles anything (the dry run
+    too). Returns method -> whether its run directory holds another config's
+    run that `prepare` deletes (`config.overwrite`).
     """
-    dirs = run_dirs(config, workdir)
     stale = {}
-    for m, d in dirs.items():
+    for m, d in run_dirs(config, workdir).items():
         stale[m] = check_workdir(method_config(config, m), d)
         if not stale[m]:
             checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
-    check_sources(config, list(dirs))
+    check_sources(config, list(stale))
+    return stale
+
+
+def prepare(config, workdir: str, stale: dict[str, bool]) -> dict[str, str]:
+    """Clear the stale run directories (`check`'s answer), write each config.json.
+
+    Runs after every check has passed (the data loaded), before anything is
+    compiled; returns method -> run dir.
+    """
+    dirs = run_dirs(config, workdir)
     distributed.barrier("workdir checked")  # every process read it before process 0 writes
     for m, d in dirs.items():
         if stale[m]:

@@ -450,6 +450,11 @@ def test_load_says_split_sizes_and_warns_when_not_cifar(tmp_path, capsys):
     assert err[1].startswith("warning: data: cifar10 has 30 train / 10 test examples, not "
                              "cifar10's 50,000 / 10,000")
     assert len(err) == 2
+    # With train_limit the line says how many of the split are used (the first N).
+    data.load(_config(dataset="cifar10", data_dir=data_dir, train_limit=20, test_limit=10))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data:")]
+    assert err == [f"data: cifar10 train 20 of 30 (train_limit), test 10 (from "
+                   f"{os.path.join(data_dir, 'cifar10', '3.0.2')})"]
     assert cifar.size_warning("cifar100", {"train": 50_000, "test": 10_000}) is None
     assert cifar.size_warning("cifar100", {"train": 50_000, "test": 9_999})
     root = tmp_path / "tiny-imagenet-200"

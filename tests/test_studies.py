@@ -201,7 +201,8 @@ def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, imp_
 
 @pytest.mark.parametrize("mode,method,init_signs_from", [
     ("own_signs", "imp", "rewind_point"), ("init_signs", "lrr", "rewind_point"),
-    ("init_signs", "lrr", "theta0"), ("shuffled_init_magnitudes", "imp", "rewind_point")])
+    ("init_signs", "lrr", "theta0"), ("shuffled_init_magnitudes", "imp", "rewind_point"),
+    ("shuffled_all_init_magnitudes", "imp", "rewind_point")])
 def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_from):
     """Replays level_start on the base runs' checkpoints with each variant switched on."""
     c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode,
@@ -238,11 +239,16 @@ def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_fr
             expected = np.abs(trained[name]) * np.sign(signs_of[name])
             np.testing.assert_array_equal(w[m], expected[m])
             assert np.any(np.sign(warm[name][m]) != np.sign(theta0[name][m]))  # not a no-op
-        else:  # a permutation of the layer's unpruned |theta_0| with own trained signs
+        elif mode == "shuffled_init_magnitudes":  # the unpruned |theta_0|, permuted
             np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
             np.testing.assert_array_equal(np.sort(np.abs(w[m])),
                                           np.sort(np.abs(theta0[name][m])))
             assert not np.array_equal(np.abs(w[m]), np.abs(theta0[name][m]))
+        else:  # drawn from all of the layer's |theta_0| (the paper code), own trained signs
+            np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
+            assert np.isin(np.abs(w[m]), np.abs(theta0[name])).all()
+            assert not np.array_equal(np.sort(np.abs(w[m])), np.sort(np.abs(theta0[name][m])))
+            np.testing.assert_array_equal(w[~m], theta0[name][~m])  # pruned: IMP's rewind
     if mode == "init_signs":
         # The paper code reloads the rewind point's optimizer (its momentum); 'theta0' keeps
         # LRR's own. Either way the optimizer state is one of two that differ.

@@ -444,8 +444,10 @@ def load_arrays(config, kind: str) -> dict[str, np.ndarray]:
         download=bool(config.get("download", False)),
     )
     sizes = split_sizes(b)
-    print(f"data: {kind} train {sizes['train']}, test {sizes['test']} (from {b.data_dir})",
-          file=sys.stderr, flush=True)
+    print(f"data: {kind} " + ", ".join(  # 'train 256 of 500 (train_limit)': the first 256
+        f"{k} {n}" if not 0 < (limit := int(config.get(f"{k}_limit", 0) or 0)) < n
+        else f"{k} {limit} of {n} ({k}_limit)" for k, n in sizes.items())
+        + f" (from {b.data_dir})", file=sys.stderr, flush=True)
     warning = size_warning(kind, sizes)
     if warning:
         print(warning, file=sys.stderr, flush=True)
