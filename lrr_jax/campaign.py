@@ -18,14 +18,15 @@ import jax
 
 from lrr_jax import (
     checkpoints,
-    config_base,
     distributed,
     engine,
     levels,
     plan,
     provenance,
+    replica_set,
     replicas,
     runlock,
+    validation,
     workdir,
 )
 from lrr_jax.data import paths
@@ -46,7 +47,7 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
     for key in PATH_KEYS:  # the same for the path-valued keys (data paths expand at load)
         if config.get(key) and paths.expand(config[key]) != config[key]:
             config[key] = paths.expand(config[key])
-    config_base.validate(config)
+    validation.validate(config)
     if config.get("dry_run"):  # the checks and the plan: no lock, nothing trained or written
         if config.experiment != "prune":
             raise ConfigError("dry_run", f"plans the level loop (experiment 'prune'), not "
@@ -85,10 +86,11 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     if distributed.is_primary():
         print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
               f"backend), {jax.process_count()} process(es)", flush=True)
-    c = levels.Campaign(config, made, replicas.from_config(config),
-                        {m: checkpoints.Store(d) for m, d in dirs.items()},
-                        provenance=provenance.Record(list(dirs.values()), devices,
-                                                     provenance.data_record(config, made.info)))
+    c = replica_set.ReplicaSet(config, made, replicas.from_config(config),
+                               {m: checkpoints.Store(d) for m, d in dirs.items()},
+                               provenance=provenance.Record(
+                                   list(dirs.values()), devices,
+                                   provenance.data_record(config, made.info)))
     plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first
     if config.tensorboard and distributed.is_primary():
         from tensorboardX import SummaryWriter
@@ -109,7 +111,7 @@ def _run(config, work_dir: str) -> dict[str, list[dict]]:
     return results
 
 
-def _note_extra_levels(c: levels.Campaign) -> None:
+def _note_extra_levels(c: replica_set.ReplicaSet) -> None:
     """Say so when a workdir holds more finished levels than this run reports."""
     for store in c.stores.values():
         extra = [lv for lv in store.levels() if lv >= int(c.config.levels)]

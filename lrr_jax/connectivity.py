@@ -33,7 +33,7 @@ import os
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, engine, masks, signs, workdir
+from lrr_jax import checkpoints, engine, masks, replicas, signs, workdir
 from lrr_jax.errors import ConfigError
 
 # The experiment's own config keys (configs/lmc.py explains them).
@@ -78,7 +78,7 @@ def run(config, work_dir: str) -> dict:
         other = config.copy_and_resolve_references()
         other.num_replicas = int(run_configs[key].get("num_replicas", 1))
         other.perturb_probs = run_configs[key].get("perturb_probs", "0")
-        k = len(config_base.replica_settings(other))
+        k = len(replicas.replica_settings(other))
         like = setup.init_states(list(range(k)))
         state, _ = checkpoints.Store(run_dir).restore(name, like)
         state = jax.tree.map(lambda a: a[0], state)  # replica 0

@@ -33,7 +33,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrr_jax import campaign, config_base, distributed, epochs, invariants, preemption
+from lrr_jax import campaign, distributed, epochs, invariants, preemption, validation
 from lrr_jax.errors import ConfigError
 
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results and logs.")
@@ -66,7 +66,7 @@ def main(argv):
     try:
         # A key the config file sets that is not a config key (the command line's are
         # refused by ml_collections): the file is named.
-        config_base.check_keys(config, config_flags.get_config_filename(flags.FLAGS["config"]))
+        validation.check_keys(config, config_flags.get_config_filename(flags.FLAGS["config"]))
         _one_method(config, config_flags.get_override_values(flags.FLAGS["config"]))
         distributed.initialize_from_flags()  # multi-host: before anything touches a device
         # After it: jax.distributed installs a SIGTERM handler of its own

@@ -17,8 +17,22 @@ from typing import Any
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, distributed, rewind, schema, signs
+from lrr_jax import checkpoints, config_base, distributed, replicas, rewind, schema, signs
 from lrr_jax.errors import ConfigError
+
+# The resume policy: how the config recorded in a run directory is compared with the
+# config of the run that finds it.
+# Fields that do not change what a run computes: they may differ on resume.
+NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
+                "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
+                "input_pipeline", "stream_threads", "stream_prefetch",
+                "tensorboard", "methods", "replica_batch", "dry_run",
+                "levels")  # more levels extend a finished run; the finished ones stay valid
+
+# A run made before a key existed computed what this value gives, where that is not the
+# key's default; other missing keys read as their defaults (`_differences`).
+BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
+                  "init_signs_from": "theta0"}
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -52,7 +66,7 @@ def run_dirs(config, workdir: str) -> dict[str, str]:
     """method -> its run directory."""
     workdir = os.path.abspath(workdir)
     return {m: (os.path.join(workdir, m) if config.methods else workdir)
-            for m in config_base.methods_of(config)}
+            for m in replicas.methods_of(config)}
 
 
 def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
@@ -81,10 +95,10 @@ def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
     new = json.loads(config.to_json())
     # A key added to lrr_jax after the run was made reads as what the run computed then.
     before = {**json.loads(config_base.get_base_config().to_json()),
-              **config_base.BEFORE_THE_KEY}
+              **BEFORE_THE_KEY}
     old = {**{k: v for k, v in before.items() if k in new}, **old}
     differ = sorted(k for k in set(old) | set(new)
-                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+                    if k not in NON_SEMANTIC and old.get(k) != new.get(k))
     return differ, old, new, where
 
 
@@ -167,8 +181,8 @@ def check_sources(config, methods) -> None:
         have = len(levels)
         if have < needed:
             raise ConfigError(key, f"{src} has {have} finished levels, this run needs {needed}")
-        theirs = [s for s, _ in config_base.replica_settings(_as_config(other))]
-        ours = [s for s, _ in config_base.replica_settings(config)]
+        theirs = [s for s, _ in replicas.replica_settings(_as_config(other))]
+        ours = [s for s, _ in replicas.replica_settings(config)]
         if len(theirs) != len(ours):
             raise ConfigError(key, f"{src} has a different number of replicas")
         if theirs != ours and not config.allow_source_seed_mismatch:

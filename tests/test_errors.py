@@ -1,7 +1,7 @@
 """Bad input: one line naming the key or file, exit status 2, no traceback, nothing compiled.
 
 A representative few go through `python -m lrr_jax.main` in a subprocess (the
-exact stderr and status users see); the rest call `config_base.validate` and
+exact stderr and status users see); the rest call `validation.validate` and
 `workdir.check_sources` in-process, which `campaign.run` calls before loading data
 or compiling anything. RELIABILITY.md lists every message.
 """
@@ -15,7 +15,7 @@ import time
 import pytest
 import unprivileged
 
-from lrr_jax import config_base, workdir
+from lrr_jax import config_base, validation, workdir
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,7 @@ def one_line(out) -> str:
     return lines[0]
 
 
-# ---- in-process: config_base.validate ---------------------------------------------------------
+# ---- in-process: validation.validate ---------------------------------------------------------
 BAD = [
     ({"method": "sgd"}, "method", "unknown method 'sgd'"),
     ({"methods": "imp,lrr,foo"}, "methods", "unknown method 'foo'"),
@@ -85,7 +85,7 @@ BAD = [
                          ids=[f"{k}={list(o.values())[-1]}" for o, k, _ in BAD])
 def test_validate_names_the_key(overrides, key, fragment):
     with pytest.raises(ConfigError) as e:
-        config_base.validate(quick(**overrides))
+        validation.validate(quick(**overrides))
     assert e.value.key == key
     assert str(e.value).startswith(f"{key}: ")
     assert fragment in str(e.value)
@@ -98,7 +98,7 @@ def test_validate_names_the_key(overrides, key, fragment):
     {"method": "lrr", "warmup_epochs": 12, "epochs_per_level": 10},  # LRR rewinds no weights
 ])
 def test_validate_accepts(overrides):
-    config_base.validate(quick(**overrides))
+    validation.validate(quick(**overrides))
 
 
 # ---- in-process: transfer sources ---------------------------------------------------------------
@@ -134,7 +134,8 @@ def test_transfer_source_without_enough_levels(tmp_path):
 def test_unknown_method_one_line_exit_2(tmp_path):
     out, _ = main(tmp_path / "w", "--config.methods=lrr,sgd")
     assert one_line(out) == ("error: methods: unknown method 'sgd'; expected one of "
-                             "('imp', 'wr', 'lrr', 'lrr_bn_rewind')")
+                             "('imp', 'wr', 'lrr', 'lrr_bn_rewind'), or TARGET@SOURCE (e.g. "
+                             "lrr@imp: LRR on the masks of this run's IMP replicas)")
     assert not (tmp_path / "w").exists()  # refused before touching the workdir
 
 
@@ -331,12 +332,12 @@ def test_misspelled_key_in_a_config_file_is_refused_like_on_the_command_line(tmp
     c.levells = 3  # through campaign.run (validate) as well
     with pytest.raises(ConfigError, match=r"^config: no such config key 'levells' \(did you "
                        r"mean 'levels'\?\)$"):
-        config_base.validate(c)
+        validation.validate(c)
     c = quick()
     c.theory_dim = 5  # a key of another experiment
     with pytest.raises(ConfigError, match=r"^config: no such config key 'theory_dim' for "
                        r"experiment 'prune' \(it belongs to experiment 'single_neuron'\)$"):
-        config_base.validate(c)
+        validation.validate(c)
 
 
 SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
@@ -352,7 +353,7 @@ def test_every_shipped_config_has_only_known_keys(name):
     module = importlib.import_module(f"configs.{name}")
     for arg in getattr(module, ARGUMENTS[name]) if name in ARGUMENTS else [None]:
         c = module.get_config() if arg is None else module.get_config(arg)
-        config_base.check_keys(c, f"configs/{name}.py")
+        validation.check_keys(c, f"configs/{name}.py")
 
 
 def test_method_on_the_command_line_of_a_multi_method_config_runs_just_that_method(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrr_jax import checkpoints, config_base, engine, replicas
+from lrr_jax import checkpoints, config_base, engine, replicas, validation
 from lrr_jax.data import imagenet, stream, synthetic_cifar, synthetic_imagenet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,4 +289,4 @@ def test_imagenet_config_is_the_paper_codes_recipe():
     assert [round(float(lr(e)), 6) for e in (0, 9, 10, 39, 40, 69, 70, 89)] == [
         0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     assert float(train.lr_schedule(c, "warmup", 1)(0)) == pytest.approx(0.01)
-    config_base.validate(c)
+    validation.validate(c)

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from lrr_jax import config_base, masks, models, parallel, pruning, train
+from lrr_jax import config_base, masks, models, parallel, pruning, replicas, train
 from lrr_jax.bench import programs, timing, torch_ref
 
 rnd = timing.rnd
@@ -178,7 +178,7 @@ def bench_methods(args) -> dict:
     if args.methods_levels:
         c.levels = args.methods_levels
     c.progress, c.tensorboard = False, False
-    methods = config_base.methods_of(c)
+    methods = replicas.methods_of(c)
     rec = {"part": "methods", "model": f"mlp{tuple(c.mlp_hidden)}", "dataset": c.dataset,
            "methods": list(methods), "num_replicas": c.num_replicas, "levels": c.levels,
            "epochs_per_level": c.epochs_per_level, "warmup_epochs": c.warmup_epochs,
