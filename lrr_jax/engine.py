@@ -81,35 +81,16 @@ class Engine:
     def streaming(self) -> bool:
         return self.streams is not None
 
-    def _counted(self, name: str, fn: Callable) -> Callable:
-        def counted(*args):
-            self.traces[name] += 1  # runs once per trace, not per call
-            return fn(*args)
-        return counted
-
     def _epoch_program(self, phase: str):
         if phase not in self.programs:
-            config, info, b = self.config, self.info, self.backend
-            per_replica = config.data_order == "per_replica"
-            if self.streaming:
-                steps = info.num_train // int(config.batch_size)
-                fn = train.make_stream_step(
-                    apply_fn=self.model.apply, config=config, phase=phase,
-                    steps_per_epoch=steps, num_devices=b.num_devices, mean=info.mean,
-                    std=info.std, image=info.is_image, per_replica=per_replica,
-                    augment_on_device=not self.streams.host_augment)
-                self.programs[phase] = b.map(self._counted(phase, fn), 7, donate_first=True,
-                                             sharded=(2, 3))
-            else:
-                sharded = bool(config.shard_train_data)
-                fn, steps = train.make_train_epoch(
-                    apply_fn=self.model.apply, config=config, phase=phase,
-                    num_train=self.placed["train_x"].shape[1] if sharded else info.num_train,
-                    num_devices=b.num_devices, mean=info.mean, std=info.std,
-                    image=info.is_image, sharded=sharded, per_replica=per_replica)
-                self.programs[phase] = b.map(self._counted(phase, fn), 4, donate_first=True,
-                                             sharded=(1, 2) if sharded else ())
-            self.steps_per_epoch = steps
+            shard = self.placed["train_x"].shape[1] if self.config.shard_train_data and \
+                not self.streaming else 0
+            fn, self.steps_per_epoch = epoch_program(
+                self.config, self.model, self.backend, self.info, phase,
+                pipeline="stream" if self.streaming else "device",
+                host_augment=self.streaming and self.streams.host_augment, shard_rows=shard,
+                on_trace=lambda: self.traces.update([phase]))
+            self.programs[phase] = fn
         return self.programs[phase]
 
     def epoch_keys(self, reps, level: int, epoch: int):
@@ -211,6 +192,42 @@ class Engine:
 
     def put(self, tree):
         return self.backend.put(tree)
+
+
+def epoch_program(config, model, backend, info: DataInfo, phase: str, *,
+                  pipeline: str = "device", masked: bool = True, host_augment: bool = False,
+                  shard_rows: int = 0, on_trace: Callable[[], None] | None = None):
+    """The compiled program of one epoch of `phase` ('warmup' | 'level'), mapped over
+    `backend`'s devices: the one builder the run, its plan, the TPU compile check and the
+    benchmarks use. Returns (program, steps per epoch).
+
+    'device': (state, train_x, train_y, keys) -> (state, metrics), one epoch
+    as a scan over the placed data (`train.make_train_epoch`), `shard_rows` > 0
+    when each device holds only its shard of that many examples. 'stream':
+    (state, sums, x, y, keys, step, streams) -> (state, sums), one step of a
+    streamed epoch (`train.make_stream_step`). `masked=False` (benchmarks
+    only) drops the mask multiply; `on_trace` is called at each trace.
+    """
+    per_replica = config.data_order == "per_replica"
+    common = {"apply_fn": model.apply, "config": config, "phase": phase,
+              "num_devices": backend.num_devices, "mean": info.mean, "std": info.std,
+              "image": info.is_image, "per_replica": per_replica}
+    if pipeline == "stream":
+        steps = info.num_train // int(config.batch_size)
+        fn = train.make_stream_step(steps_per_epoch=steps, augment_on_device=not host_augment,
+                                    **common)
+        args, sharded = 7, (2, 3)
+    else:
+        fn, steps = train.make_train_epoch(num_train=shard_rows or info.num_train,
+                                           masked=masked, sharded=bool(shard_rows), **common)
+        args, sharded = 4, ((1, 2) if shard_rows else ())
+
+    def traced(*a):
+        if on_trace is not None:
+            on_trace()  # runs once per trace, not per call
+        return fn(*a)
+
+    return backend.map(traced, args, donate_first=True, sharded=sharded), steps
 
 
 def devices(config) -> list:

@@ -159,16 +159,14 @@ def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEAS
     state = parallel.get(train.create_replicas(model, config, [int(config.seed) + r for r in
                                                                range(group)], sample))
     per_replica = config.data_order == "per_replica"
-    fn, steps = train.make_train_epoch(
-        apply_fn=model.apply, config=config, phase="level", num_train=n,
-        num_devices=backend.num_devices, mean=mean, std=std, image=image,
-        per_replica=per_replica)
+    info = engine.DataInfo(config.dataset, n, n, tuple(shape), classes, mean, std)
+    program, steps = engine.epoch_program(config, model, backend, info, "level")
     xs, ys = backend.put(x), backend.put(y)
     key = jax.random.PRNGKey(0)
     keys = backend.put(jax.random.split(key, group) if per_replica else key)
     placed = backend.put(state)
     t = time.perf_counter()
-    epoch = backend.map(fn, 4, donate_first=True).lower(placed, xs, ys, keys).compile()
+    epoch = program.lower(placed, xs, ys, keys).compile()
     compile_seconds = time.perf_counter() - t
     (placed, _), seconds = _timed(epoch, placed, xs, ys, keys, budget_s=budget_s)
     # Evaluation on at most a training batch per device (its time per example).

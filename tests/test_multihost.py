@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -50,16 +51,29 @@ def _run_both(argv_of, env_of=lambda i: {}, cwd=None) -> list[tuple[int, str, st
     """Run process 0 and 1 together (4 devices each): [(returncode, stdout, stderr)].
 
     `argv_of(i)` and `env_of(i)` give process i's command and extra environment.
+    Their output goes to files, not pipes: a process blocked on a full pipe that
+    nobody drains yet (the other one's is read first) would stall both at the
+    runtime's shutdown barrier.
     """
-    procs = [subprocess.Popen(argv_of(i), cwd=cwd, env=dict(_env(4), **env_of(i)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [(open(os.path.join(tmp, f"out{i}"), "w+"),
+                  open(os.path.join(tmp, f"err{i}"), "w+")) for i in range(2)]
+        procs = [subprocess.Popen(argv_of(i), cwd=cwd, env=dict(_env(4), **env_of(i)),
+                                  stdout=files[i][0], stderr=files[i][1], text=True)
+                 for i in range(2)]
+        try:
+            for p in procs:
+                p.wait(timeout=600)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        outs = []
+        for out, err in files:
+            out.seek(0), err.seek(0)
+            outs.append((out.read(), err.read()))
+            out.close(), err.close()
     return [(p.returncode, *out) for p, out in zip(procs, outs)]
 
 

@@ -118,6 +118,7 @@ def run(argv=None) -> dict:
               "targets": render.TARGETS, "loadavg_start": timing.loadavg(),
               "throughput": [], "masked_over_dense": None, "vmap_speedup": None,
               "vmap_runs_speedup": None, "methods_one_program_speedup": None,
+              "figure_one_program_speedup": None,
               "prune_seconds": None, "quickstart_seconds": None,
               "input_train_images_per_second_per_core": None, "stream_over_device": None,
               "torch_ratio": None,
@@ -136,6 +137,7 @@ def run(argv=None) -> dict:
         rec = parts.bench_methods(args)
         result["details"]["methods"] = rec
         result["methods_one_program_speedup"] = rec["methods_one_program_speedup"]
+        result["figure_one_program_speedup"] = rec["figure_one_program_speedup"]
     if "prune" in args.only:
         rec = parts.bench_prune(args)
         result["details"]["prune"], result["prune_seconds"] = rec, rec["prune_seconds"]
