@@ -225,3 +225,36 @@ def test_idx_from_pkl_script_rebuilds_bytes_exactly(tmp_path):
                     f)
     with pytest.raises(SystemExit, match="not multiples of 1/256"):
         script.rebuild(str(pkl), str(tmp_path / "idx2"), sizes)
+
+
+def test_mnist_lenet_config_sets_only_what_differs_from_the_base(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    from configs import mnist_lenet
+    from lrr_jax import config_base, models
+
+    base, config = config_base.get_base_config(), mnist_lenet.get_config()
+    assert set(config) == set(base)  # no key of its own (idx_dir comes from the base)
+    changed = {k for k in config if config[k] != base[k]}
+    assert changed == {"methods", "dataset", "model", "augment", "levels", "epochs_per_level",
+                       "warmup_epochs", "batch_size", "lr_min", "momentum", "weight_decay"}
+    # open_lth's mnist_lenet_300_100 recipe: SGD 0.1 constant, batch 128, 40 epochs, no
+    # momentum or weight decay, 20% global pruning; IMP, WR and LRR together.
+    assert (config.lr, config.lr_min, config.batch_size, config.epochs_per_level) == (
+        0.1, 0.1, 128, 40)
+    assert (config.momentum, config.weight_decay, config.prune_fraction, config.pruning) == (
+        0.0, 0.0, 0.2, "global")
+    assert config_base.methods_of(config) == ["imp", "wr", "lrr"]
+    assert config.model in models.MODELS
+    model = models.create(config, mnist.NUM_CLASSES)
+    truth = write_folder(tmp_path / "idx", n_train=4, n_test=2)
+    config.idx_dir = str(tmp_path / "idx")  # ConfigDict.__setattr__ adds the key if new
+    arrays, classes = mnist.load_arrays(config, config.dataset)
+    _check(arrays, truth)
+    import jax
+
+    variables = model.init(jax.random.PRNGKey(0), arrays["train_x"][:1].astype("float32"),
+                           train=False)
+    assert sum(v.size for k, v in jax.tree_util.tree_flatten_with_path(variables)[0]
+               if k[-1].key == "kernel") == 266_200
