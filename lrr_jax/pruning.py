@@ -456,7 +456,9 @@ def synflow_scores(ctx: ScoreContext, *, rounds: int = 1) -> dict[str, np.ndarra
     model in eval mode (their `validate` ran last), `sum(model(input)).backward()`,
     score `|mask * weight.grad * weight|` = |dR/d(|w| m)| * |w| on unpruned
     weights; then the signs are restored (`nonlinearize`). float32, as theirs
-    (`model.double()` is commented out there).
+    (`model.double()` is commented out there): the output grows exponentially
+    with depth, and ResNet-56 overflows at initialization (a ValueError here;
+    inf/NaN scores in float32 PyTorch); ResNet-20, VGG-16/19 stay finite.
 
     Differences: their `prune_synflow` does not zero the gradients before the
     backward pass (only after it), so their scores also hold the last training
@@ -497,8 +499,9 @@ def synflow_scores(ctx: ScoreContext, *, rounds: int = 1) -> dict[str, np.ndarra
     for r in range(1, rounds + 1):
         scores = _masked_scores(grad(mask), positive, mask)
         if not all(np.isfinite(v).all() for v in scores.values()):
-            raise ValueError("score 'synflow': non-finite scores (float32 overflow of the "
-                             "product of |theta| over the layers)")
+            raise ValueError("score 'synflow': non-finite scores: the all-positive network's "
+                             "output overflows float32 (it grows with depth: ResNet-56 at "
+                             "initialization does; ResNet-20 and VGG-19 reach ~1e23)")
         if r == rounds:
             return scores
         keep = _round_keep(scores, start, ctx, r / rounds)
