@@ -574,9 +574,9 @@ def _checked_scores(raw: dict, mask: PyTree, params: PyTree, score: str) -> dict
             raise ValueError(f"score {score!r}: layer {name!r} has shape {s.shape}, "
                              f"expected {np.shape(m)}")
         unpruned = np.asarray(m) > 0
-        if np.isnan(s[unpruned]).any():
+        if np.isnan(s).any() and np.isnan(s[unpruned]).any():
             raise ValueError(f"score {score!r}: NaN scores in layer {name!r}")
-        out[name] = np.where(unpruned, s, -np.inf).astype(np.float32)
+        out[name] = np.where(unpruned, s, np.float32(-np.inf))
     return out
 
 
