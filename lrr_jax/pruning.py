@@ -375,7 +375,7 @@ def _masked_scores(grads: PyTree, weights: PyTree, mask: PyTree) -> dict[str, np
     return out
 
 
-def snip_scores(ctx: ScoreContext, *, bn_train: bool = False) -> dict[str, np.ndarray]:
+def snip_scores(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """'snip': |dL/dw * w| on one training batch (Lee et al. 2019), as the authors compute it.
 
     imp-lrr-lts `main.py`, `prune_snip`: after a level's training (the model is
@@ -386,14 +386,13 @@ def snip_scores(ctx: ScoreContext, *, bn_train: bool = False) -> dict[str, np.nd
     `weight.grad` is the gradient g with respect to the masked weight times the
     mask: the score is |g * w| on unpruned weights and 0 on pruned ones. Here:
     g = d mean-CE / d(w * m) of `ctx.batch()` at the masked weights, BatchNorm
-    with its running statistics (`bn_train=False`, their eval mode; True uses
-    the batch's statistics), the raw (unmasked) w, and -1 on pruned weights.
+    with its running statistics (their eval mode), the raw (unmasked) w, and -1
+    on pruned weights.
     Unlike their `kthvalue` threshold (which prunes every score <= it, ties
     included), `prune` keeps exactly the planned count.
 
     Args:
         ctx: needs `apply_fn` and `batch`; uses `batch_stats` when the model has BatchNorm.
-        bn_train: BatchNorm in training mode (batch statistics) instead of eval mode.
 
     Returns:
         {layer name: float32 scores}, -1 for pruned weights.
@@ -405,11 +404,7 @@ def snip_scores(ctx: ScoreContext, *, bn_train: bool = False) -> dict[str, np.nd
     x, y = jnp.asarray(x), jnp.asarray(y, jnp.int32)
 
     def loss(effective):
-        variables = ctx.variables(effective)
-        if bn_train and "batch_stats" in variables:
-            logits, _ = ctx.apply_fn(variables, x, train=True, mutable=["batch_stats"])
-        else:
-            logits = ctx.apply_fn(variables, x, train=bn_train)
+        logits = ctx.apply_fn(ctx.variables(effective), x, train=False)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     grads = jax.jit(jax.grad(loss))(masks.apply(ctx.params, ctx.mask))
