@@ -40,7 +40,6 @@ def get_config():
     c = cifar10.get_config()
     c.dataset = "imagenet2012"
     c.input_pipeline = "stream"
-    c.image_size = 224
     c.model = "resnet50_imagenet"
     c.levels = 20
     c.epochs_per_level = 90

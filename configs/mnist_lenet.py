@@ -40,12 +40,10 @@ def get_config():
     c.methods = "imp,wr,lrr"
     c.dataset = "mnist"
     c.model = "lenet_300_100"
-    c.augment = False  # open_lth: no augmentation for MNIST (a flipped digit is another digit)
     c.levels = 18  # densities 1.0 ... 0.8**17 = 0.023
     c.epochs_per_level = 40
     c.warmup_epochs = 1  # one epoch at lr 0.1 (the 1-epoch ramp is constant); WR rewinds here
     c.batch_size = 128
-    c.lr = 0.1
     c.lr_min = 0.1  # constant learning rate, as open_lth
     c.momentum = 0.0
     c.weight_decay = 0.0

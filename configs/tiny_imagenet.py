@@ -29,7 +29,5 @@ def get_config():
     c = cifar10.get_config()
     c.dataset = "tiny_imagenet"
     c.model = "resnet50_imagenet"
-    c.weight_decay = 1e-4
-    c.tiny_imagenet_resolution = 224  # the paper code's upsampling; 64 = native
     c.augment_pad = 8  # used at 64 only: random crop 64 with padding 8 (CIFAR's 4 at 32)
     return c

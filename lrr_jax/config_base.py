@@ -11,28 +11,30 @@ from __future__ import annotations
 
 import ml_collections
 
-# The names of methods, datasets, models, allocations and sign transfers live in
-# their modules' registries (rewind.MODES, data.DATASETS, models.MODELS,
-# pruning.ALLOCATIONS, signs.SIGN_TRANSFERS); `validation` checks membership there.
-EXPERIMENTS = ("prune", "single_neuron", "lmc")
+# The names of experiments, methods, datasets, models, scores, allocations, sign transfers
+# and schedules live in their modules' registries (experiments.EXPERIMENTS, rewind.MODES,
+# data.DATASETS, models.MODELS, pruning.SCORES, pruning.ALLOCATIONS, signs.SIGN_TRANSFERS,
+# train.LR_SCHEDULES); `validation` checks membership there and `--help` lists them.
 
 
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
-    # imp | wr | lrr | lrr_bn_rewind. On the command line of a config file that sets
-    # `methods`, --config.method=M runs just M (as --config.methods=M: in <workdir>/M).
+    c.experiment = "prune"  # the levels of the methods; the theory model; linear mode connectivity
+    # The method: where each level starts (rewind.MODES: IMP, WR, LRR, LRR with BN rewind).
+    # On the command line of a config file that sets `methods`, --config.method=M runs
+    # just M (as --config.methods=M: in <workdir>/M).
     c.method = "lrr"
     # Comma-separated methods, trained together as replicas of one program, each
     # written to <workdir>/<method>; empty: just `method`, in <workdir> itself.
     c.methods = ""
 
     # Data.
-    c.dataset = "cifar10"  # mnist1d | digits | cifar10 | cifar100 | tiny_imagenet | imagenet2012
+    c.dataset = "cifar10"  # the data (data.DATASETS)
     c.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
     c.cifar_archive = ""  # an already downloaded cifar-10/100-binary.tar.gz to prepare from
     c.download = False  # let TFDS download CIFAR (off: an offline machine must not wait)
     c.tiny_imagenet_dir = ""  # the unpacked tiny-imagenet-200 folder
+    c.idx_dir = ""  # mnist / fashion_mnist: a folder holding the four official idx .gz files
     c.train_limit = 0  # use only the first N training examples (0 = all)
     c.test_limit = 0  # use only the first N test examples (0 = all)
     c.augment = True  # random crop (zero padding) + horizontal flip, images only
@@ -54,7 +56,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.stream_prefetch = 4  # steps a stream reads ahead of the one being trained
 
     # Model.
-    c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
+    c.model = "resnet18"  # the network (models.MODELS): the paper's and open_lth's
     c.width = 1.0  # channel multiplier (1.0 = the paper's widths)
     c.mlp_hidden = (256, 256)  # hidden widths of the MLP (model=mlp)
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
@@ -62,11 +64,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Pruning schedule.
     c.levels = 12  # level 0 trains dense; level k trains at density (1 - prune_fraction)^k
     c.prune_fraction = 0.2  # fraction of the remaining weights pruned after each level
-    # Allocation over layers: global | layerwise | uniform | balanced | erk (the paper code's
-    # random balanced / ERK shares) | balanced_exact | erk_exact (the same shares, the
-    # excess of capped layers handed on so the density is exact); README: Random masks.
+    # How the kept weights are shared over layers (pruning.ALLOCATIONS): one global
+    # ranking, the same fraction per layer, or the paper code's balanced / ERK shares
+    # (the *_exact ones hand a capped layer's excess on, so the density is exact).
     c.pruning = "global"
-    c.random_mask = False  # score weights randomly instead of by magnitude
+    # What ranks the unpruned weights (pruning.SCORES): |w| (the paper), random, SNIP's
+    # |g * w| on a training batch, SynFlow's data-free synaptic flow (one or 100 rounds).
+    c.score = "magnitude"
+    c.random_mask = False  # True: score='random' (the key before `score` existed)
     c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
 
     # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
@@ -78,9 +83,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000  # batch of the test-set evaluation
     c.lr = 0.1  # peak learning rate of every level's cosine schedule
     c.lr_min = 0.01  # learning rate at the end of a level (cosine to it, per epoch)
-    # cosine: linear warm-up, then cosine lr -> lr_min per level (paper code, CIFAR);
-    # imagenet_step_warmup: warm-up at 0.1 lr, then per level 0.1 lr for 10 epochs, lr to
-    # epoch 40, 0.1 lr to 70, 0.01 lr after (paper code's ImageNet); imagenet_step: drops at 40, 80.
+    # The learning rate of the warm-up and of each level (train.LR_SCHEDULES): the paper
+    # code's linear warm-up and per-epoch cosine lr -> lr_min (CIFAR), or its ImageNet
+    # steps (0.1 lr for 10 epochs, lr to 40, 0.1 lr to 70, 0.01 lr after; or drops at 40, 80).
     c.lr_schedule = "cosine"
     c.momentum = 0.9  # SGD momentum
     c.weight_decay = 1e-4  # L2 weight decay (added to the gradient, as torch SGD)
@@ -113,9 +118,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # weights (the paper code's sign_list_<run>_<k>); 'previous' = its level k-1 final
     # weights (those its level k starts from).
     c.sign_source_level = "same"
-    # '' | source_signs | own_signs | init_signs | shuffled_all_init_magnitudes (|theta_0|
-    # permuted over all of a layer's entries, pruned ones included, as the paper code) |
-    # shuffled_init_magnitudes (permuted within the layer's unpruned entries).
+    # How signs and magnitudes are combined after the rewind (signs.SIGN_TRANSFERS; '' =
+    # not): the source's signs, the own trained ones, the init's, or init magnitudes
+    # shuffled over the layer (pruned entries included, as the paper code) or within it.
     c.sign_transfer = ""
     # init_signs: 'rewind_point' = the signs and the optimizer state (momentum) of the
     # rewind point (the end of the warm-up; theta_0 without one), as the paper code;

@@ -183,6 +183,46 @@ class Engine:
         return {"loss": (loss / count).astype(np.float32),
                 "acc": (correct / count).astype(np.float32)}
 
+    def _transform(self):
+        info = self.info
+        return train.batch_transform(self.config, info.is_image, info.mean, info.std,
+                                     augment_on_device=not (self.streaming and
+                                                            self.streams.host_augment))
+
+    @property
+    def input_shape(self) -> tuple:
+        """One example's shape as the model sees it (after the on-device train transform:
+        Tiny ImageNet's 64x64 images are seen at 224)."""
+        if "input_shape" not in self.programs:
+            example = jax.ShapeDtypeStruct((1, *self.info.example_shape), np.uint8
+                                           if self.info.is_image else np.float32)
+            key = jax.ShapeDtypeStruct((2,), np.uint32)
+            out = jax.eval_shape(lambda k, x: self._transform()(k, np.zeros(1, np.int32), x),
+                                 key, example)
+            self.programs["input_shape"] = tuple(out.shape[1:])
+        return self.programs["input_shape"]
+
+    def score_batch(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """One training batch (x as the model takes it: transformed and normalized, y),
+        drawn by `seed`: what a data-dependent pruning score (SNIP) reads. The same on
+        every process (each reads the same examples)."""
+        n, b = self.info.num_train, int(self.config.batch_size)
+        key = jax.random.PRNGKey(int(seed))
+        idx = np.asarray(jax.random.permutation(key, n))[:b]
+        if self.streaming:
+            src = self.streams.train
+            pairs = [src.read(int(i), np.random.default_rng((int(seed), int(i)))
+                              if src.random else None) for i in idx]
+            x, y = np.stack([p[0] for p in pairs]), np.asarray([p[1] for p in pairs])
+        else:
+            if "host_train" not in self.programs:  # the data loaders cache their arrays
+                ds = data.load(self.config)
+                self.programs["host_train"] = (ds.train_x, ds.train_y)
+            train_x, train_y = self.programs["host_train"]
+            x, y = train_x[idx], train_y[idx]
+        x = jax.jit(self._transform())(jax.random.fold_in(key, 1), np.arange(b), x)
+        return np.asarray(x), np.asarray(y, np.int32)
+
     def init_states(self, seeds: list[int]):
         """theta_0 of each seed, stacked (host arrays)."""
         if "init" not in self.programs:
@@ -254,7 +294,7 @@ def pipeline(config) -> str:
     if name not in PIPELINES:
         raise ConfigError("input_pipeline", f"unknown input pipeline {name!r}; expected one of "
                           f"{PIPELINES}")
-    if name == "device" and config.get("dataset") in data.STREAM_ONLY:
+    if name == "device" and data.spec(config.get("dataset")).load is None:
         raise ConfigError("input_pipeline", f"{config.dataset} does not fit on a device: use "
                           "--config.input_pipeline=stream")
     if name == "stream" and config.get("shard_train_data"):
@@ -279,21 +319,21 @@ def make(config) -> Engine:
     kind = pipeline(config)
     backend = parallel.Backend(config.parallel, devices_used)
     if kind == "stream":
-        from lrr_jax.data import stream
-
-        s = stream.open_streams(config)
+        s = data.open_streams(config)
         check_batch_size(config, s.train.size)
         info = DataInfo(s.name, s.train.size, s.test.size, s.train.shape, s.num_classes,
                         s.mean, s.std)
         eval_batch = max(1, min(int(config.eval_batch_size),
                                 -(-s.test.size // backend.num_devices)))
         model = models.create(config, info.num_classes, bn_axis_name=train.AXIS)
-        return Engine(config, info, backend, model, eval_batch, streams=s)
+        return _checked(Engine(config, info, backend, model, eval_batch, streams=s))
     dataset = data.load(config)
     check_batch_size(config, dataset.train_x.shape[0])
     info = DataInfo(dataset.name, dataset.train_x.shape[0], dataset.test_x.shape[0],
                     tuple(dataset.train_x.shape[1:]), dataset.num_classes, dataset.mean,
                     dataset.std)
+    model = models.create(config, dataset.num_classes, bn_axis_name=train.AXIS)
+    _checked(Engine(config, info, backend, model, 1))  # before placing the data
     test_x, test_y, test_w, eval_batch = train.pad_for_eval(
         dataset.test_x, dataset.test_y, backend.num_devices, config.eval_batch_size)
     placed = backend.put({"test_x": test_x, "test_y": test_y, "test_w": test_w})
@@ -301,8 +341,23 @@ def make(config) -> Engine:
         placed.update(shard_train_data(dataset, backend))
     else:
         placed.update(backend.put({"train_x": dataset.train_x, "train_y": dataset.train_y}))
-    model = models.create(config, dataset.num_classes, bn_axis_name=train.AXIS)
     return Engine(config, info, backend, model, eval_batch, placed=placed)
+
+
+def _checked(e: Engine) -> Engine:
+    """`e`, once its model takes the dataset's examples: traced on one (shapes only,
+    nothing compiled), else ConfigError('model') naming both."""
+    try:
+        shape = e.input_shape
+        jax.eval_shape(lambda x: e.model.init(jax.random.PRNGKey(0), x, train=False),
+                       jax.ShapeDtypeStruct((1, *shape), np.float32))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the model raises on these shapes
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError("model", f"{e.config.model} cannot take {e.info.name}'s examples "
+                          f"of shape {tuple(shape)}: {first}") from None
+    return e
 
 
 def shard_train_data(dataset, backend) -> dict:

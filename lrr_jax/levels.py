@@ -108,13 +108,12 @@ def new_masks(rs, run: LevelRun):
     """Every replica's mask for `run.level`: pruned from its own previous level, taken
     from the mask source run (`config.mask_source`), or, for TARGET@SOURCE, the mask its
     SOURCE replica of the same seed and p has just been given."""
-    config, reps, prev = rs.config, rs.reps, run.prev
+    config, reps = rs.config, rs.reps
     if config.mask_source:
         return studies.source_mask(config, reps, run.level, _one_method(rs))
     if run.level == 0:
         return rs.point.mask
-    own = [prune(config, r, run.level, replicas.one(prev.params, i), replicas.one(prev.mask, i))
-           if r.mask_from is None else None for i, r in enumerate(reps)]
+    own = [prune(rs, run, i) if r.mask_from is None else None for i, r in enumerate(reps)]
     source = replicas.mask_sources(reps)
     return replicas.stack([own[source[i]] for i in range(len(reps))])
 
@@ -149,13 +148,19 @@ def start_level(rs, run: LevelRun):
     return state
 
 
-def prune(config, replica, level: int, params, mask):
-    """The replica's mask for `level` from its finished level's weights and mask."""
-    total = masks.count(mask)[1]
-    target = masks.scheduled_count(total, config.prune_fraction, level)
+def prune(rs, run: LevelRun, i: int):
+    """Replica i's mask for `run.level`, by the run's score and allocation, from its
+    finished previous level (a score that needs the model or a training batch gets them
+    through its `pruning.ScoreContext`)."""
+    config, prev = rs.config, run.prev
+    params, mask = replicas.one(prev.params, i), replicas.one(prev.mask, i)
+    target = masks.scheduled_count(masks.count(mask)[1], config.prune_fraction, run.level)
+    seed = rs.reps[i].seed * 1000 + run.level
+    context = pruning.ScoreContext(
+        batch_stats=replicas.one(prev.batch_stats, i), apply_fn=rs.engine.model.apply,
+        input_shape=rs.engine.input_shape, batch=lambda: rs.engine.score_batch(seed))
     return pruning.prune(params, mask, target, allocation=config.pruning,
-                         score="random" if config.random_mask else "magnitude",
-                         seed=replica.seed * 1000 + level)
+                         score=records.score_of(config), seed=seed, context=context)
 
 
 def planned_count(config, replica, level: int, dense_mask, prev_mask) -> int | None:

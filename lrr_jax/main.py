@@ -203,8 +203,25 @@ def _help() -> str:
     ])
 
 
+def _load_config_file(argv) -> None:
+    """Run the `--config=FILE[:ARG]` file's module code, so what it registers (a score, a
+    model, a dataset) is in the registries `--help` lists; a file that fails is skipped."""
+    import importlib.util
+
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if not given:
+        return
+    path = given[-1].split(":", 1)[0]
+    try:
+        spec = importlib.util.spec_from_file_location("lrr_jax_help_config", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except Exception:  # noqa: BLE001 - help is printed anyway
+        return
+
+
 def run():
     if any(a in HELP_FLAGS for a in sys.argv[1:]):
+        _load_config_file(sys.argv[1:])
         print(_help())
         sys.exit(0)
     flags.mark_flag_as_required("config")

@@ -37,9 +37,6 @@ from lrr_jax import data, distributed, engine, models, parallel, replicas, train
 from lrr_jax.errors import ConfigError
 
 MEASURED_STEPS = 3
-# Split sizes and example shapes assumed when a dataset is not available here.
-NOMINAL = {"cifar10": (50000, 10000, (32, 32, 3), 10), "cifar100": (50000, 10000, (32, 32, 3), 100),
-           "tiny_imagenet": (100000, 10000, (64, 64, 3), 200)}
 
 
 def _mib(n: int) -> str:
@@ -58,14 +55,6 @@ def _bytes(tree) -> int:
                    for x in jax.tree.leaves(tree)))
 
 
-def _nominal(config):
-    """(train, test, example shape, classes) assumed for a dataset that is not prepared here."""
-    if config.dataset == "imagenet2012":
-        size = int(config.image_size)
-        return 1_281_167, 50_000, (size, size, 3), 1000
-    return NOMINAL[config.dataset]
-
-
 def _stream_bytes(config, shape, num_devices: int, streams: int) -> int:
     """Input bytes a streamed run keeps on each device: the step being trained and the
     one prefetched (uint8 examples, int32 labels), and one evaluation batch."""
@@ -82,25 +71,22 @@ def _shapes(config) -> tuple[int, int, tuple, int, int, str]:
     """
     try:
         if engine.pipeline(config) == "stream":
-            from lrr_jax.data import stream
-
-            s = stream.open_streams(config)
+            s = data.open_streams(config)
             return (s.train.size, s.test.size, tuple(s.train.shape), s.num_classes, 0,
                     "read from the dataset")
         ds = data.load(config)
         return (len(ds.train_y), len(ds.test_y), tuple(ds.train_x.shape[1:]), ds.num_classes,
                 ds.train_x.nbytes + ds.test_x.nbytes, "read from the dataset")
     except ConfigError:
-        if config.dataset not in NOMINAL and config.dataset != "imagenet2012":
+        real = data.real_sizes(config)  # the dataset's standard sizes, if it has them
+        if real is None:
             raise
-        n_train, n_test, shape, classes = _nominal(config)
+        n_train, n_test, shape, classes = real[:4]
+        test_shape = real[4] if len(real) > 4 else shape  # Tiny ImageNet's resized test split
         if config.train_limit:
             n_train = min(n_train, int(config.train_limit))
         if config.test_limit:
             n_test = min(n_test, int(config.test_limit))
-        test_shape = shape
-        if config.dataset == "tiny_imagenet" and int(config.tiny_imagenet_resolution) == 224:
-            test_shape = (224, 224, 3)  # the test split is resized once, on the host
         nbytes = n_train * int(np.prod(shape)) + n_test * int(np.prod(test_shape))
         return (n_train, n_test, shape, classes, nbytes,
                 "not prepared here: the standard sizes assumed")
@@ -288,10 +274,16 @@ def dry_run(config) -> dict:
     return plan
 
 
+# Prunable weights from which a network takes hours per level on a CPU (ResNet18 at
+# width 0.5 has 2.8M; ResNet-20 0.27M, ResNet-56 0.85M train in minutes).
+PAPER_SCALE_WEIGHTS = 2_000_000
+
+
 def is_paper_scale(config) -> bool:
-    """A full-width ResNet (width >= 0.5): hours per level on a CPU."""
-    return config.model in models.MODELS and config.model.startswith("resnet") and \
-        float(config.width) >= 0.5
+    """A network of `PAPER_SCALE_WEIGHTS` or more prunable weights at this width (its
+    known count at width 1, `models.PAPER_PRUNABLE_COUNTS`, times width squared)."""
+    counts = [n for (name, _), n in models.PAPER_PRUNABLE_COUNTS.items() if name == config.model]
+    return bool(counts) and min(counts) * float(config.width) ** 2 >= PAPER_SCALE_WEIGHTS
 
 
 def warn_if_paper_scale_on_cpu(config) -> None:

@@ -76,15 +76,11 @@ def data_record(config, info) -> dict:
     only its devices' shards (`shard_train_data`); the test split then decides.
     `info` is the engine's `DataInfo`.
     """
-    from lrr_jax import plan  # its NOMINAL: the real split sizes
+    from lrr_jax import data  # its registry: the real split sizes
 
     train = None if config.shard_train_data else int(info.num_train)
     test = int(info.num_test)
-    real = plan.NOMINAL.get(config.dataset)
-    if config.dataset == "imagenet2012":
-        from lrr_jax.data import imagenet
-
-        real = (imagenet.SPLIT_SIZES["train"], imagenet.SPLIT_SIZES["test"])
+    real = data.real_sizes(config) if config.dataset in data.DATASETS else None
     standard = None
     if real:
         expected = [min(n, int(limit)) if int(limit) else n

@@ -45,9 +45,6 @@ import optax
 from lrr_jax import masks
 
 PyTree = Any
-# Allocation names (config key `pruning`); config_base validates against them.
-ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk", "balanced_exact",
-               "erk_exact")
 # Rounds of 'synflow_iterative' within one pruning step: Tanaka et al. (2020) prune
 # in 100 iterations on the exponential schedule of `prune_loop` (ganguli-lab/Synaptic-Flow).
 SYNFLOW_ROUNDS = 100
@@ -303,35 +300,58 @@ def planned_counts(mask: PyTree, target: int, allocation: str,
         'balanced' and 'erk', whose previous level may keep fewer than `target`).
     """
     if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}; expected one of {ALLOCATIONS}")
+        raise ValueError(f"unknown allocation {allocation!r}; expected one of "
+                         f"{tuple(ALLOCATIONS)}")
     layers = masks.prunable_leaves(mask, params_like)
-    names = list(layers)
     caps = np.array([int(np.count_nonzero(np.asarray(m))) for m in layers.values()], np.int64)
     shapes = [tuple(int(d) for d in np.shape(m)) for m in layers.values()]
-    sizes = [int(np.prod(s)) for s in shapes]
-    # The authors' rules size layers from d*N and the full sizes, whatever the previous
-    # level kept (which is below d*N while layers are capped); the others keep exactly
-    # `target` of the unpruned weights.
-    paper = allocation in ("balanced", "erk")
-    limit = sum(sizes) if paper else int(caps.sum())
-    if not 0 <= target <= limit:
-        raise ValueError(f"cannot keep {target} weights: only {limit} "
-                         f"{'prunable' if paper else 'unpruned'}")
-    if allocation == "global":
-        return None
-    if paper:
-        rule = _paper_balanced if allocation == "balanced" else _paper_erk
-        planned = rule(target, sizes if allocation == "balanced" else shapes)
-        counts = np.minimum(np.array(planned, np.int64), caps)
-    else:
-        if allocation in ("layerwise", "uniform"):
-            weights = np.array(sizes, np.float64)
-        elif allocation == "balanced_exact":
-            weights = np.ones(len(names))
-        else:  # erk_exact: density ~ sum(dims) / size, so count ~ sum(dims)
-            weights = np.array([sum(s) for s in shapes], np.float64)
-        counts = _water_fill(target, caps, weights)
-    return dict(zip(names, (int(c) for c in counts)))
+    counts = ALLOCATIONS[allocation](target, caps, shapes)
+    return None if counts is None else dict(zip(layers, (int(c) for c in counts)))
+
+
+def _exact(target: int, caps: np.ndarray) -> None:
+    if not 0 <= target <= int(caps.sum()):
+        raise ValueError(f"cannot keep {target} weights: only {int(caps.sum())} unpruned")
+
+
+def allocate_global(target, caps, shapes):
+    """One ranking over all layers decides the split (None: no per-layer counts)."""
+    _exact(target, caps)
+    return None
+
+
+def _water_filled(weights_of):
+    def allocate(target, caps, shapes):
+        _exact(target, caps)
+        return _water_fill(target, caps, np.asarray(weights_of(shapes), np.float64))
+    return allocate
+
+
+def _authors(rule, of_shapes: bool):
+    """The authors' rules size layers from d*N and the full sizes, whatever the previous
+    level kept (below d*N while layers are capped); a layer never keeps more than it has
+    unpruned."""
+    def allocate(target, caps, shapes):
+        sizes = [int(np.prod(s)) for s in shapes]
+        if not 0 <= target <= sum(sizes):
+            raise ValueError(f"cannot keep {target} weights: only {sum(sizes)} prunable")
+        return np.minimum(np.array(rule(target, shapes if of_shapes else sizes), np.int64),
+                          caps)
+    return allocate
+
+
+# The registry: allocation (config key `pruning`) -> fn(target, unpruned per layer,
+# layer shapes) -> kept count per layer (None: 'global'). A config file may add one.
+ALLOCATIONS = {
+    "global": allocate_global,
+    "layerwise": _water_filled(lambda shapes: [np.prod(s) for s in shapes]),
+    "uniform": _water_filled(lambda shapes: [np.prod(s) for s in shapes]),
+    "balanced": _authors(lambda t, sizes: _paper_balanced(t, sizes), of_shapes=False),
+    "erk": _authors(lambda t, shapes: _paper_erk(t, shapes), of_shapes=True),
+    "balanced_exact": _water_filled(lambda shapes: [1.0] * len(shapes)),
+    # density ~ sum(dims) / size, so count ~ sum(dims)
+    "erk_exact": _water_filled(lambda shapes: [sum(s) for s in shapes]),
+}
 
 
 def planned_total(mask: PyTree, target: int, allocation: str,

@@ -11,6 +11,11 @@ def _round(x) -> float:
     return float(f"{float(x):.6g}")
 
 
+def score_of(config) -> str:
+    """The run's pruning score: `config.score`, or 'random' for the older `random_mask`."""
+    return "random" if config.get("random_mask") else config.get("score", "magnitude")
+
+
 def identity(config, replica, mask_source: str = "") -> dict:
     """The identity fields (`schema.IDENTITY`) of a replica under `config`.
 
@@ -19,7 +24,7 @@ def identity(config, replica, mask_source: str = "") -> dict:
     """
     return {"method": replica.rewind, "seed": replica.seed,
             "perturb_prob": replica.perturb_prob, "pruning": config.pruning,
-            "score": "random" if config.random_mask else "magnitude",
+            "score": score_of(config),
             "mask_source": mask_source or config.mask_source,
             "sign_source": config.sign_source, "sign_transfer": config.sign_transfer}
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrr_jax import masks, signs
+from lrr_jax import data, masks, signs
 from lrr_jax.data import augment
 
 AXIS = "data"
@@ -197,7 +197,7 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     local = batch // num_devices
     steps = (num_train // local) if sharded else (num_train // batch)
     one_step = _step_fn(apply_fn, config, phase, steps, masked)
-    transform = _batch_transform(config, image, mean, std)
+    transform = batch_transform(config, image, mean, std)
 
     def run_epoch(step, state, train_x, train_y, key):
         dev = jax.lax.axis_index(AXIS)
@@ -233,7 +233,7 @@ def _step_fn(apply_fn, config, phase: str, steps_per_epoch: int, masked: bool = 
                              lr_fn=lr_schedule(config, phase, steps_per_epoch), masked=masked)
 
 
-def _batch_transform(config, image: bool, mean, std, *, augment_on_device: bool = True):
+def batch_transform(config, image: bool, mean, std, *, augment_on_device: bool = True):
     """(augmentation key, positions, raw batch) -> the normalized batch the step reads.
 
     Images get `config.augment`'s per-example transform (keyed by each
@@ -241,7 +241,8 @@ def _batch_transform(config, image: bool, mean, std, *, augment_on_device: bool 
     (`augment_on_device=False`: ImageNet's stream).
     """
     augment_images = image and config.augment and augment_on_device
-    per_example = augment.train_transform(config) if augment_images else None
+    per_example = data.train_transform(config) if augment_images else None
+    augment_images = per_example is not None
 
     def transform(aug_key, positions, x):
         if per_example is not None:
@@ -269,7 +270,7 @@ def make_stream_step(*, apply_fn, config, phase: str, steps_per_epoch: int, num_
     batch = config.batch_size
     local = batch // num_devices
     one_step = _step_fn(apply_fn, config, phase, steps_per_epoch)
-    transform = _batch_transform(config, image, mean, std, augment_on_device=augment_on_device)
+    transform = batch_transform(config, image, mean, std, augment_on_device=augment_on_device)
 
     def run(state, sums, x, y, keys, step, streams):
         positions = step * batch + jax.lax.axis_index(AXIS) * local + jnp.arange(local)

@@ -14,19 +14,19 @@ import difflib
 import math
 
 from lrr_jax import config_base, replicas
-from lrr_jax.config_base import EXPERIMENTS
 from lrr_jax.errors import ConfigError
 
 
+def _experiments() -> dict:
+    from lrr_jax import experiments
+
+    return experiments.EXPERIMENTS
+
+
 def experiment_keys(experiment: str) -> tuple[str, ...]:
-    """The keys an experiment adds to the base config (`theory.DEFAULTS`, `connectivity.KEYS`)."""
-    if experiment == "single_neuron":
-        from lrr_jax import theory
-        return tuple(theory.DEFAULTS)
-    if experiment == "lmc":
-        from lrr_jax import connectivity
-        return connectivity.KEYS
-    return ()
+    """The keys an experiment adds to the base config (its `experiments.EXPERIMENTS` entry)."""
+    entry = _experiments().get(experiment)
+    return tuple(entry.keys) if entry else ()
 
 
 def check_keys(config, where: str = "") -> None:
@@ -38,7 +38,7 @@ def check_keys(config, where: str = "") -> None:
       where: the config file, named in the message ('' for none).
     """
     experiment = config.get("experiment", "prune")
-    if experiment not in EXPERIMENTS:
+    if experiment not in _experiments():
         return  # `validate` names the experiment
     base = set(config_base.get_base_config().keys())
     known = base | set(experiment_keys(experiment))
@@ -46,7 +46,7 @@ def check_keys(config, where: str = "") -> None:
     if not unknown:
         return
     key, prefix = unknown[0], f"{where}: " if where else ""
-    owner = next((e for e in EXPERIMENTS if key in experiment_keys(e)), None)
+    owner = next((e for e in _experiments() if key in experiment_keys(e)), None)
     if owner:
         raise ConfigError("config", f"{prefix}no such config key {key!r} for experiment "
                           f"{experiment!r} (it belongs to experiment {owner!r})")
@@ -69,8 +69,8 @@ def _check_methods(config) -> None:
     plain = [e for e in entries if replicas.split_entry(e)[1] is None]
     for entry in entries:
         target, source = replicas.split_entry(entry)
-        _require(target in rewind.METHODS, key,
-                 f"unknown method {target!r}; expected one of {rewind.METHODS}, or "
+        _require(target in rewind.MODES, key,
+                 f"unknown method {target!r}; expected one of {tuple(rewind.MODES)}, or "
                  "TARGET@SOURCE (e.g. lrr@imp: LRR on the masks of this run's IMP replicas)")
         if source is None:
             continue
@@ -86,8 +86,9 @@ def _check_methods(config) -> None:
 
 def validate(config) -> None:
     """Raise ConfigError for the first bad value found; cheap, no I/O beyond file checks."""
-    _require(config.experiment in EXPERIMENTS, "experiment",
-             f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
+    _require(config.experiment in _experiments(), "experiment",
+             f"unknown experiment {config.experiment!r}; expected one of "
+             f"{tuple(_experiments())}")
     check_keys(config)
     if config.experiment == "single_neuron":
         return
@@ -99,16 +100,21 @@ def validate(config) -> None:
     _check_methods(config)
     methods = [replicas.split_entry(m)[0] for m in replicas.methods_of(config)]
     _require(config.dataset in data.DATASETS, "dataset",
-             f"unknown dataset {config.dataset!r}; expected one of {data.DATASETS}")
+             f"unknown dataset {config.dataset!r}; expected one of {tuple(data.DATASETS)}")
     _require(config.model in models.MODELS, "model",
-             f"unknown model {config.model!r}; expected one of {models.MODELS}")
+             f"unknown model {config.model!r}; expected one of {tuple(models.MODELS)}")
     _require(config.dtype in ("float32", "bfloat16"), "dtype",
              f"unknown dtype {config.dtype!r}; expected float32 or bfloat16")
     _require(0.0 < config.prune_fraction < 1.0, "prune_fraction",
              f"must be in (0, 1), got {config.prune_fraction}")
     _require(int(config.levels) >= 1, "levels", f"must be >= 1, got {config.levels}")
+    _require(config.score in pruning.SCORES, "score",
+             f"unknown score {config.score!r}; expected one of {tuple(pruning.SCORES)}")
+    _require(not config.random_mask or config.score in ("magnitude", "random"), "random_mask",
+             f"random_mask=True means score='random', but score is {config.score!r}: set one")
     _require(config.pruning in pruning.ALLOCATIONS, "pruning",
-             f"unknown allocation {config.pruning!r}; expected one of {pruning.ALLOCATIONS}")
+             f"unknown allocation {config.pruning!r}; expected one of "
+             f"{tuple(pruning.ALLOCATIONS)}")
     _require(int(config.epochs_per_level) >= 1, "epochs_per_level",
              f"must be >= 1, got {config.epochs_per_level}")
     _require(int(config.warmup_epochs) >= 0, "warmup_epochs",
@@ -116,7 +122,7 @@ def validate(config) -> None:
     # The rewind epoch: WR (and LRR's BN rewind) rewind to the end of the warm-up,
     # epoch `warmup_epochs` of the dense training, which must lie within a level
     # (paper: 10 of 150). IMP and LRR do not rewind there, so it is not checked for them.
-    rewinders = [m for m in methods if m in rewind.NEEDS_POINT]
+    rewinders = [m for m in methods if rewind.MODES[m].needs_point]
     _require(not rewinders or int(config.warmup_epochs) <= int(config.epochs_per_level),
              "warmup_epochs", f"{rewinders[0] if rewinders else ''} rewinds to the end of the "
              f"{config.warmup_epochs}-epoch warm-up, beyond the {config.epochs_per_level} "
@@ -165,7 +171,7 @@ def validate(config) -> None:
     _require(int(config.eval_every_epochs) >= 1, "eval_every_epochs", "must be >= 1")
     _require(config.sign_transfer in signs.SIGN_TRANSFERS, "sign_transfer",
              f"unknown sign transfer {config.sign_transfer!r}; expected one of "
-             f"{signs.SIGN_TRANSFERS}")
+             f"{tuple(signs.SIGN_TRANSFERS)}")
     _require(config.data_order in replicas.DATA_ORDERS, "data_order",
              f"unknown data order {config.data_order!r}; expected one of {replicas.DATA_ORDERS}")
     _require(int(config.replica_batch) >= 0, "replica_batch",
@@ -183,7 +189,5 @@ def validate(config) -> None:
     _require(not (config.reset_momentum and studies.optimizer_from_point(config)),
              "init_signs_from", "'rewind_point' restores the rewind point's momentum, "
              "reset_momentum=True zeroes it: use one (or init_signs_from='theta0')")
-    _require(config.model != "mlp" or config.dataset in ("mnist1d", "digits"), "model",
-             f"model 'mlp' takes vector data (mnist1d, digits), not {config.dataset!r}")
-    _require(config.model == "mlp" or config.dataset not in ("mnist1d", "digits"), "model",
-             f"dataset {config.dataset!r} is vector data: use model 'mlp'")
+    # Whether the model takes the dataset's examples is found by tracing it on one
+    # (`engine.make`, before anything is compiled).

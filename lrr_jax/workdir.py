@@ -24,7 +24,8 @@ from lrr_jax.errors import ConfigError
 # config of the run that finds it.
 # Fields that do not change what a run computes: they may differ on resume.
 NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
-                "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
+                "download", "tiny_imagenet_dir", "idx_dir", "verbosity", "parallel",
+                "num_devices",
                 "input_pipeline", "stream_threads", "stream_prefetch",
                 "tensorboard", "methods", "replica_batch", "dry_run",
                 "levels")  # more levels extend a finished run; the finished ones stay valid
@@ -86,6 +87,14 @@ def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
                           "the config; move it away to start afresh") from None
 
 
+def _aliases_resolved(d: dict) -> dict:
+    """A recorded config with its aliases read as the keys they stand for:
+    `random_mask=True` is `score='random'` (the key before `score` existed)."""
+    if d.get("random_mask"):
+        d = {**d, "score": "random", "random_mask": False}
+    return d
+
+
 def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
     """(semantic keys that differ, recorded config, this config, where it was recorded);
     no keys when the directory holds no run."""
@@ -97,6 +106,7 @@ def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
     before = {**json.loads(config_base.get_base_config().to_json()),
               **BEFORE_THE_KEY}
     old = {**{k: v for k, v in before.items() if k in new}, **old}
+    old, new = _aliases_resolved(old), _aliases_resolved(new)
     differ = sorted(k for k in set(old) | set(new)
                     if k not in NON_SEMANTIC and old.get(k) != new.get(k))
     return differ, old, new, where
@@ -105,7 +115,7 @@ def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
 def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
                        ) -> dict[str, list[dict]]:
     """`results` and the results.csv rows of the workdir's other method directories that
-    hold a run of this config, in `rewind.METHODS` order (for summary.txt).
+    hold a run of this config, in `rewind.MODES` order (for summary.txt).
 
     A run of fewer methods in a multi-method workdir (`--config.method=lrr` on the
     quickstart's) reports them beside the methods an earlier run wrote there,
@@ -113,7 +123,7 @@ def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
     out; so are levels beyond `config.levels`.
     """
     merged = dict(results)
-    for m in rewind.METHODS if config.methods else ():
+    for m in rewind.MODES if config.methods else ():
         d = os.path.join(os.path.abspath(workdir), m)
         path = os.path.join(d, "results.csv")
         if m in merged or not os.path.isfile(path):
@@ -128,7 +138,7 @@ def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
         if rows:
             merged[m] = rows
     return {m: merged[m] for m in sorted(merged, key=lambda m: (
-        rewind.METHODS.index(m) if m in rewind.METHODS else len(rewind.METHODS), m))}
+        list(rewind.MODES).index(m) if m in rewind.MODES else len(rewind.MODES), m))}
 
 
 def check_workdir(config, run_dir: str) -> bool:
@@ -158,7 +168,7 @@ def check_sources(config, methods) -> None:
         if not src:
             continue
         if not os.path.isfile(os.path.join(src, "config.json")):
-            inner = sorted(m for m in rewind.METHODS
+            inner = sorted(m for m in rewind.MODES
                            if os.path.isfile(os.path.join(src, m, "config.json")))
             hint = (f"; it holds the runs of {', '.join(inner)}: name one, e.g. "
                     f"{os.path.join(src, inner[-1])}" if inner else "")
@@ -245,7 +255,7 @@ def load_level(workdir: str, level, replica: int = 0) -> dict:
     store = checkpoints.Store(workdir)
     name = checkpoints.level_name(level) if isinstance(level, int) else str(level)
     if not store.exists(name):
-        inner = sorted(m for m in rewind.METHODS if os.path.isdir(os.path.join(workdir, m)))
+        inner = sorted(m for m in rewind.MODES if os.path.isdir(os.path.join(workdir, m)))
         hint = (f"; it holds the run directories of {', '.join(inner)}: pass one, e.g. "
                 f"{os.path.join(workdir, inner[0])}" if inner else "")
         raise ConfigError("workdir", f"{workdir} has no committed checkpoint {name!r} "

@@ -101,9 +101,10 @@ def main():
                                              "train_loss")} for r in results["lrr"]]
     # The same campaign streamed (input_pipeline='stream'): what each process reads is
     # recorded, per epoch (the plan of its share) and per example (the reads).
+    from lrr_jax import data
     from lrr_jax.data import stream
 
-    plans, reads, real_plan, real_open = [], [], stream.plan, stream.open_streams
+    plans, reads, real_plan, real_open = [], [], stream.plan, data.open_streams
 
     def recording_plan(*args, **kwargs):
         indices = real_plan(*args, **kwargs)
@@ -116,7 +117,7 @@ def main():
         return dataclasses.replace(s, train=dataclasses.replace(
             s.train, read=lambda i, rng: (reads.append(int(i)), read(i, rng))[1]))
 
-    stream.plan, stream.open_streams = recording_plan, recording_open
+    stream.plan, data.open_streams = recording_plan, recording_open
     c.shard_train_data, c.methods, c.input_pipeline = False, "lrr,wr", "stream"
     t0 = time.time()
     results = campaign.run(c, os.path.join(workdir, "stream"))

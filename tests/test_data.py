@@ -542,7 +542,7 @@ def test_train_transform_per_config_and_per_example_keys():
     rng = np.random.default_rng(2)
     small = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     key, positions = jax.random.key(3), np.array([7, 0, 3, 9, 4])
-    c10 = augment.train_transform(_config(dataset="cifar10", augment_pad=4))
+    c10 = data.train_transform(_config(dataset="cifar10", augment_pad=4))
     out = np.asarray(augment.per_example(key, positions, small, c10))
     # The CIFAR path is the crop/flip the trainer always used, keyed by epoch position.
     for o, p, im in zip(out, positions, small, strict=True):
@@ -553,9 +553,9 @@ def test_train_transform_per_config_and_per_example_keys():
     again = np.asarray(augment.per_example(key, positions[order], small[order], c10))
     np.testing.assert_array_equal(again, out[order])
     tiny = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    t224 = augment.train_transform(_config(dataset="tiny_imagenet"))  # the default: 224
+    t224 = data.train_transform(_config(dataset="tiny_imagenet"))  # the default: 224
     assert augment.per_example(key, positions[:2], tiny, t224).shape == (2, 224, 224, 3)
-    t64 = augment.train_transform(_config(dataset="tiny_imagenet", augment_pad=8,
+    t64 = data.train_transform(_config(dataset="tiny_imagenet", augment_pad=8,
                                           tiny_imagenet_resolution=64))
     assert augment.per_example(key, positions[:2], tiny, t64).shape == (2, 64, 64, 3)
 

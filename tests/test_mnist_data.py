@@ -227,17 +227,17 @@ def test_idx_from_pkl_script_rebuilds_bytes_exactly(tmp_path):
         script.rebuild(str(pkl), str(tmp_path / "idx2"), sizes)
 
 
-def test_mnist_lenet_config_sets_only_what_differs_from_the_base(tmp_path):
+def test_mnist_lenet_config_is_open_lths_recipe(tmp_path):
     import sys
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
     from configs import mnist_lenet
-    from lrr_jax import config_base, models
+    from lrr_jax import config_base, models, replicas, validation
 
     base, config = config_base.get_base_config(), mnist_lenet.get_config()
     assert set(config) == set(base)  # no key of its own (idx_dir comes from the base)
     changed = {k for k in config if config[k] != base[k]}
-    assert changed == {"methods", "dataset", "model", "augment", "levels", "epochs_per_level",
+    assert changed == {"methods", "dataset", "model", "levels", "epochs_per_level",
                        "warmup_epochs", "batch_size", "lr_min", "momentum", "weight_decay"}
     # open_lth's mnist_lenet_300_100 recipe: SGD 0.1 constant, batch 128, 40 epochs, no
     # momentum or weight decay, 20% global pruning; IMP, WR and LRR together.
@@ -245,11 +245,11 @@ def test_mnist_lenet_config_sets_only_what_differs_from_the_base(tmp_path):
         0.1, 0.1, 128, 40)
     assert (config.momentum, config.weight_decay, config.prune_fraction, config.pruning) == (
         0.0, 0.0, 0.2, "global")
-    assert config_base.methods_of(config) == ["imp", "wr", "lrr"]
-    assert config.model in models.MODELS
+    assert replicas.methods_of(config) == ["imp", "wr", "lrr"]
+    validation.validate(config)
     model = models.create(config, mnist.NUM_CLASSES)
     truth = write_folder(tmp_path / "idx", n_train=4, n_test=2)
-    config.idx_dir = str(tmp_path / "idx")  # ConfigDict.__setattr__ adds the key if new
+    config.idx_dir = str(tmp_path / "idx")
     arrays, classes = mnist.load_arrays(config, config.dataset)
     _check(arrays, truth)
     import jax
@@ -258,3 +258,43 @@ def test_mnist_lenet_config_sets_only_what_differs_from_the_base(tmp_path):
                            train=False)
     assert sum(v.size for k, v in jax.tree_util.tree_flatten_with_path(variables)[0]
                if k[-1].key == "kernel") == 266_200
+
+
+def _digit_images(n, seed):
+    """Learnable 28x28 'digits': class c lights the c-th horizontal band, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 2 * c + 4:2 * c + 7, 4:24] = 220
+    return x, y
+
+
+def test_lenet_campaign_runs_offline_from_an_idx_folder(tmp_path):
+    """configs/mnist_lenet.py through the entry point on generated idx files: IMP, WR and
+    LRR, two short levels, learning the bands."""
+    import subprocess
+    import sys
+
+    from lrr_jax import schema
+
+    folder = tmp_path / "idx"
+    os.makedirs(folder)
+    train_x, train_y = _digit_images(600, 0)
+    test_x, test_y = _digit_images(200, 1)
+    for key, array in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x),
+                       ("test_y", test_y)):
+        mnist.write_idx(os.path.join(folder, mnist.FILES[key]), array)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-m", "lrr_jax.main", "--config=configs/mnist_lenet.py",
+         f"--workdir={tmp_path / 'w'}", f"--config.idx_dir={folder}", "--config.levels=2",
+         "--config.epochs_per_level=2", "--config.batch_size=60", "--config.progress=False",
+         "--config.tensorboard=False"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"data: mnist train 600, test 200 (from {folder})" in done.stderr
+    for method in ("imp", "wr", "lrr"):
+        rows = schema.read_csv(str(tmp_path / "w" / method / "results.csv"))
+        assert [r["level"] for r in rows] == [0, 1]
+        assert rows[1]["density"] == pytest.approx(0.8, abs=1e-3)
+        assert rows[0]["test_acc"] > 0.5  # ten bands, learned: far above chance (0.1)

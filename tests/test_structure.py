@@ -236,3 +236,40 @@ def test_train_scalars_go_to_each_saved_replicas_method(loop):
     assert ("imp", "level/train_loss/seed_1", 2.0, x) in written
     assert ("lrr", "level/train_loss/seed_0", 3.0, x) in written
     assert len(written) == 8  # loss and accuracy of 4 replicas
+
+
+def test_config_files_set_only_what_differs_from_what_they_start_from(monkeypatch):
+    """Every `c.KEY = value` in a config file of one setting changes the value (the base
+    config's default, or the config file it starts from): the file says what is
+    particular to it. (The files that take an argument, `transfer.py:VARIANT,BASE` and
+    its kind, set the same keys for every variant, some to what they were.)"""
+    import glob
+    import importlib
+
+    import ml_collections
+
+    from lrr_jax import config_base
+
+    same = []
+
+    class Recording(ml_collections.ConfigDict):
+        def __setattr__(self, key, value):
+            if not key.startswith("_") and key in self and self[key] == value:
+                same.append((where, key, value))
+            super().__setattr__(key, value)
+
+    real = config_base.get_base_config
+    monkeypatch.setattr(config_base, "get_base_config",
+                        lambda: Recording(real().to_dict()))
+    files = sorted(glob.glob(os.path.join(REPO, "configs", "[a-z]*.py")))
+    fixed = [os.path.basename(p)[:-3] for p in files if "def get_config():" in open(p).read()]
+    assert {"quickstart", "cifar10", "cifar100", "imagenet", "mnist_lenet"} <= set(fixed)
+    for name in fixed:
+        where = name
+        importlib.import_module(f"configs.{name}").get_config()
+    assert same == []
+    # The check sees a redundant line.
+    where = "probe"
+    c = config_base.get_base_config()
+    c.levels = c.levels
+    assert same == [("probe", "levels", c.levels)]

@@ -116,7 +116,7 @@ def test_every_study_config_validates():
     for allocation in random_masks.ALLOCATIONS:
         c = random_masks.get_config(allocation)
         validation.validate(c)
-        assert c.random_mask and c.pruning == allocation and c.methods == "imp,lrr"
+        assert c.score == "random" and c.pruning == allocation and c.methods == "imp,lrr"
     c = sign_perturbation.get_config()
     validation.validate(c)
     assert len(replicas.replica_settings(c)) == 10 and c.perturb_every == 4

@@ -32,7 +32,7 @@ feeds the compiled step one global batch at a time:
   saved with every mid-level checkpoint; a resumed run restores it and reads
   the same batches as an uninterrupted one.
 
-Sources (`open_streams`): CIFAR and ImageNet from their prepared ArrayRecord
+Sources (`data.open_streams`): CIFAR and ImageNet from their prepared ArrayRecord
 files (TFDS `as_data_source`, images left as encoded bytes and decoded
 here); CIFAR's records are read in the tarball's order (the order
 `data.load` gives), so the stream and the on-device pipeline train on the
@@ -77,8 +77,8 @@ class Streams:
     train: Source
     test: Source
     num_classes: int
-    mean: np.ndarray
-    std: np.ndarray
+    mean: np.ndarray | None  # filled in by `data.open_streams` (the normalization)
+    std: np.ndarray | None
     host_augment: bool  # the training transform ran on the host (ImageNet)
     where: str  # for the `data:` line
 
@@ -87,7 +87,7 @@ class Streams:
         return len(self.train.shape) == 3
 
 
-def _array_source(x: np.ndarray, y: np.ndarray) -> Source:
+def array_source(x: np.ndarray, y: np.ndarray) -> Source:
     return Source(len(y), tuple(x.shape[1:]), x.dtype, lambda i, rng: (x[i], int(y[i])))
 
 
@@ -115,7 +115,8 @@ def _record_source(source, order: np.ndarray, shape, read_fn, random: bool) -> S
     return Source(len(order), tuple(shape), np.uint8, read, random)
 
 
-def _cifar(config, name: str) -> Streams:
+def cifar_streams(config, name: str) -> Streams:
+    """CIFAR's prepared records, read in the tarball's order (as `data.load` gives it)."""
     import tensorflow_datasets as tfds
 
     from lrr_jax.data import cifar, embedded, paths
@@ -129,25 +130,12 @@ def _cifar(config, name: str) -> Streams:
         src = b.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         order = orders[split][:_limit(config, f"{split}_limit", len(orders[split]))]
         splits[split] = _record_source(src, order, (32, 32, 3), lambda d, rng: _png(d), False)
-    mean, std = _statistics(config, name)
-    return Streams(name, splits["train"], splits["test"], cifar.NUM_CLASSES[name], mean, std,
+    return Streams(name, splits["train"], splits["test"], cifar.NUM_CLASSES[name], None, None,
                    False, b.data_dir)
 
 
-def _statistics(config, name: str):
-    from lrr_jax import data
-
-    if config.get("normalization", "paper") == "paper" and name in data.PAPER_STATISTICS:
-        return tuple(np.asarray(v, np.float32) for v in data.PAPER_STATISTICS[name])
-    if name == "imagenet2012":
-        raise errors.ConfigError("normalization", "imagenet2012 is streamed: 'data' statistics "
-                                 "would decode the whole training set; use 'paper' (ImageNet's "
-                                 "mean/std)")
-    ds = data.load(config)  # the host arrays' statistics, as the on-device pipeline computes
-    return ds.mean, ds.std
-
-
-def _imagenet(config) -> Streams:
+def imagenet_streams(config) -> Streams:
+    """ImageNet's prepared records, cropped on the host (`data.imagenet`)."""
     import tensorflow_datasets as tfds
 
     from lrr_jax.data import imagenet
@@ -165,9 +153,8 @@ def _imagenet(config) -> Streams:
         else:
             fn, random = (lambda d, rng: imagenet.eval_example(d, size)), False
         splits[split] = _record_source(src, order, (size, size, 3), fn, random)
-    mean, std = _statistics(config, "imagenet2012")
-    return Streams("imagenet2012", splits["train"], splits["test"], imagenet.NUM_CLASSES, mean,
-                   std, True, b.data_dir)
+    return Streams("imagenet2012", splits["train"], splits["test"], imagenet.NUM_CLASSES,
+                   None, None, True, b.data_dir)
 
 
 def image_size(config) -> int:
@@ -176,25 +163,6 @@ def image_size(config) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise errors.ConfigError("image_size", f"must be an int >= 8, got {size!r}")
     return size
-
-
-def open_streams(config) -> Streams:
-    """The train and test sources of `config.dataset` for the streaming pipeline.
-
-    Raises:
-        ConfigError: as `data.load` (a dataset that is not prepared, bad paths).
-    """
-    name = config.get("dataset", "")
-    if name in ("cifar10", "cifar100"):
-        return _cifar(config, name)
-    if name == "imagenet2012":
-        return _imagenet(config)
-    from lrr_jax import data
-
-    ds = data.load(config)
-    return Streams(name, _array_source(ds.train_x, ds.train_y),
-                   _array_source(ds.test_x, ds.test_y), ds.num_classes, ds.mean, ds.std,
-                   False, "host arrays")
 
 
 def plan(orders: list[np.ndarray], batch: int, num_devices: int, mine: list[int]) -> np.ndarray:

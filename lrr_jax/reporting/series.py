@@ -50,10 +50,20 @@ CONFIG_CONTEXT = (
 ROW_CONTEXT = ("epochs", "data_order")
 CONTEXT_KEYS = CONFIG_CONTEXT + ROW_CONTEXT
 _KEY_FIELDS = tuple(k for k in schema.IDENTITY if k != "seed")
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist1d": "MNIST-1D",
-                 "tiny_imagenet": "Tiny ImageNet", "digits": "digits"}
+# How the networks are written in figures (a model without an entry: its registry name).
 MODEL_NAMES = {"resnet18": "ResNet18", "resnet50": "ResNet50",
-               "resnet50_imagenet": "ResNet50 (ImageNet stem)", "mlp": "MLP"}
+               "resnet50_imagenet": "ResNet50 (ImageNet stem)", "mlp": "MLP",
+               "lenet_300_100": "LeNet-300-100", "vgg16": "VGG-16", "vgg19": "VGG-19",
+               "resnet20": "ResNet-20", "resnet56": "ResNet-56"}
+# Scores that are the paper's own studies: magnitude (no label) and random masks.
+_STUDIED_SCORES = ("", "magnitude", "random")
+
+
+def dataset_names() -> dict[str, str]:
+    """Dataset titles from the data registry (`data.DATASETS`, which imports no jax)."""
+    from lrr_jax import data
+
+    return {name: spec.title for name, spec in data.DATASETS.items()}
 
 
 @dataclasses.dataclass
@@ -187,6 +197,8 @@ def label_of(identity: dict[str, Any], context: dict[str, Any] | None = None,
     pruning = identity.get("pruning")
     if identity.get("score") == "random":
         label += " + random mask" + ("" if _blank(pruning) else f" ({pruning})")
+    elif not _blank(identity.get("score")) and identity.get("score") not in _STUDIED_SCORES:
+        label += f" + {identity['score']} scores"
     transfer = identity.get("sign_transfer")
     if not _blank(transfer):
         words = SIGN_TRANSFER_NAMES.get(str(transfer), str(transfer).replace("_", " "))
@@ -378,7 +390,7 @@ def describe_setting(series: list[Series], seeds: bool = True) -> str:
     parts = []
     datasets = {s.context.get("dataset") for s in series} - {None, ""}
     if datasets:
-        text = _context_name(datasets, DATASET_NAMES)
+        text = _context_name(datasets, dataset_names())
         notes = sorted({s.context.get("data") for s in series} - {None})
         if notes:  # the split sizes tell: not the real dataset
             text += f" format, synthetic or partial data ({'; '.join(notes)})"
