@@ -27,6 +27,7 @@ prints one warning with this projection before the run starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -122,6 +123,23 @@ def _timed(fn, *args, budget_s: float):
     return out, best
 
 
+def device_memory() -> int | None:
+    """Bytes a program may use on device 0: its memory limit (GPU, TPU), or this host's
+    physical memory for a CPU device; None where neither is known."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - not every platform reports it
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if jax.devices()[0].platform == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
 def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEASURED_STEPS,
             budget_s: float = 15.0) -> dict:
     """Seconds per step of the level epoch for `group` replicas, and per eval example.
@@ -154,6 +172,15 @@ def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEAS
     t = time.perf_counter()
     epoch = program.lower(placed, xs, ys, keys).compile()
     compile_seconds = time.perf_counter() - t
+    memory = _memory(epoch)
+    need, have = (memory or {}).get("temp", 0) + (memory or {}).get("arguments", 0), \
+        device_memory()
+    if have and need > 0.9 * have:  # running it would fail (or swap): say so instead
+        return {"compile_seconds": compile_seconds, "step_seconds": None,
+                "eval_seconds_per_examples": None, "memory": memory,
+                "state_bytes": _bytes(state), "devices": backend.num_devices,
+                "not_timed": f"the level epoch needs {_mib(need)} per device (XLA's count) "
+                             f"and this device has {_mib(have)}"}
     (placed, _), seconds = _timed(epoch, placed, xs, ys, keys, budget_s=budget_s)
     # Evaluation on at most a training batch per device (its time per example).
     eval_n = min(int(config.eval_batch_size), int(config.batch_size)) * backend.num_devices
@@ -188,9 +215,10 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
                            if (e + 1) % int(config.eval_every_epochs) == 0
                            or e == int(config.epochs_per_level) - 1])
     m = measure(config, len(groups[0]), shape, classes, steps=steps, budget_s=budget_s)
-    train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups)
+    timed = m["step_seconds"] is not None
+    train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups) if timed else None
     eval_seconds = (int(config.levels) * evals_per_level * n_test
-                    * m["eval_seconds_per_examples"] * len(groups))
+                    * m["eval_seconds_per_examples"] * len(groups)) if timed else None
     if engine.pipeline(config) == "stream":  # batches, not the dataset, on the devices
         streams = len({replicas.data_seed(config, r) for r in reps[:len(groups[0])]})
         data_bytes = _stream_bytes(config, shape, m["devices"], streams)
@@ -213,11 +241,12 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
             "compiled_epoch_temporaries": (m["memory"] or {}).get("temp")},
         "measured": {"steps": steps, "replicas": len(groups[0]),
                      "compile_seconds": round(m["compile_seconds"], 2),
-                     "step_seconds": round(m["step_seconds"], 5),
-                     "eval_seconds_per_1000_examples": round(1000 * m["eval_seconds_per_examples"],
-                                                             4)},
+                     "step_seconds": round(m["step_seconds"], 5) if timed else None,
+                     "eval_seconds_per_1000_examples": round(
+                         1000 * m["eval_seconds_per_examples"], 4) if timed else None,
+                     "not_timed": m.get("not_timed")},
         "projected_seconds": {"train": round(train_seconds, 1), "eval": round(eval_seconds, 1),
-                              "total": round(train_seconds + eval_seconds, 1)},
+                              "total": round(train_seconds + eval_seconds, 1)} if timed else None,
     }
 
 
@@ -254,6 +283,15 @@ def render(config, plan: dict) -> str:
         + ", compiled epoch temporaries "
         f"{_mib(temp) if temp is not None else 'not reported by this backend'}: about "
         f"{_mib(total)}",
+    ]
+    if plan["projected_seconds"] is None:
+        lines += [f"measured: the level epoch of {meas['replicas']} replica(s) compiled in "
+                  f"{meas['compile_seconds']} s, not run: {meas['not_timed']}",
+                  "projected: none (no step could be timed on this device; on the run's "
+                  "devices the batch is split over them: run the dry run there, or "
+                  "--config.compile_for=tpu:TOPOLOGY)"]
+        return "\n".join(lines)
+    lines += [
         f"measured: the level epoch of {meas['replicas']} replica(s) compiled for "
         f"{meas['steps']} steps: {meas['compile_seconds']} s to compile, then "
         f"{meas['step_seconds']} s per step (best call); evaluation "
@@ -296,6 +334,12 @@ def warn_if_paper_scale_on_cpu(config) -> None:
     if jax.devices()[0].platform != "cpu" or not is_paper_scale(config) or config.dry_run:
         return
     plan = describe(config, steps=1, budget_s=0.0)
+    if plan["projected_seconds"] is None:
+        if distributed.is_primary():
+            print(f"warning: {config.model} at width {config.width} on a CPU: "
+                  f"{plan['measured']['not_timed']}. This config is meant for a GPU or TPU.",
+                  file=sys.stderr, flush=True)
+        return
     if distributed.is_primary():
         print(f"warning: {config.model} at width {config.width} with {config.levels} levels x "
               f"{config.epochs_per_level} epochs on a CPU: projected "
