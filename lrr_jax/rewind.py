@@ -7,7 +7,7 @@ alone and sets the step to 0, which restarts the learning-rate schedule.
 `table` says, per method, where each part of the start-of-level state comes
 from: 'finished' (the level just trained, kept), 'init' (theta_0), 'point'
 (the rewind point: the end of the warm-up) or 'zeros'. It is the paper
-code's table (PAPER.md, "Methods"); `invariants.check_rewind` checks every
+code's table (imp-lrr-lts main.py's rewinds); `invariants.check_rewind` checks every
 rewind against it and `tests/test_rewind.py` writes it out again by hand.
 
 | method | kernels (and biases) | BN scale/bias | BN running stats | optimizer state |
