@@ -8,7 +8,7 @@
 The training set (1.28M JPEGs, ~140 GB) is streamed: each host reads its
 share of every batch from the prepared records, decodes and crops it on its
 CPU cores, and feeds its devices (`input_pipeline='stream'`, lrr_jax/data/stream.py).
-A campaign is a job for a TPU pod slice or a multi-GPU host (README: ImageNet).
+A campaign is a job for a TPU pod slice or a multi-GPU host (docs/IMAGENET.md).
 
 Where each value comes from (imp-lrr-lts, the authors' code):
 - model: ResNet-50 with the ImageNet stem, 1000 classes (`--arch ResNet50`,

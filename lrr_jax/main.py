@@ -197,7 +197,7 @@ def _help() -> str:
         "  --workdir: " + flags.FLAGS["workdir"].help,
         "  --verbosity: show library logging and tracebacks (absl)",
         "  --distributed, --coordinator_address, --num_processes, --process_id: several hosts "
-        "(README: Several hosts)",
+        "(docs/SCALING.md)",
         "",
         keys.describe(),
     ])

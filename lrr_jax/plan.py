@@ -345,5 +345,5 @@ def warn_if_paper_scale_on_cpu(config) -> None:
               f"{config.epochs_per_level} epochs on a CPU: projected "
               f"{_hms(plan['projected_seconds']['total'])} from a measured step "
               f"({plan['measured']['step_seconds']} s). This config is meant for a GPU or TPU "
-              f"(README: On a GPU); --config.dry_run=True prints the whole plan.",
+              f"(README: Scale); --config.dry_run=True prints the whole plan.",
               file=sys.stderr, flush=True)

@@ -107,9 +107,10 @@ def test_dataframe_with_pandas(paths):
     assert lrr_jax.load_results(paths["lrr"], as_frame=False)[0]["label"] == "LRR"
 
 
-def readme_block(after: str, index: int = 0) -> str:
-    """The `index`-th ```python block of README.md after the line `after`."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def readme_block(after: str, index: int = 0, doc: str = "docs/OUTPUTS.md") -> str:
+    """The `index`-th ```python block of a doc (the analysis example: docs/OUTPUTS.md)
+    after the line `after`."""
+    with open(os.path.join(REPO, doc)) as f:
         text = f.read()
     rest = text[text.index(after):]
     start = -1
@@ -131,7 +132,7 @@ def _run_readme_example(code, paths, tmp_path):
     out = tmp_path / "acc.png"
     code = code.replace("/tmp/quick", paths["root"] + "/multi").replace("/tmp/acc.png", str(out))
     plt.close("all")
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/OUTPUTS.md", "exec"), {})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ax = plt.gca()
     assert sorted(ax.get_legend_handles_labels()[1]) == ["IMP", "LRR", "WR"]
@@ -149,11 +150,11 @@ def _run_readme_example(code, paths, tmp_path):
 
 def test_readme_analysis_example_works_without_pandas(paths, tmp_path, no_pandas):
     """The README's first command installs lrr_jax without pandas: its example runs so."""
-    _run_readme_example(readme_block("### Analysis from Python"), paths, tmp_path)
+    _run_readme_example(readme_block("## Analysis from Python"), paths, tmp_path)
 
 
 def test_readme_analysis_example_with_pandas(paths, tmp_path):
     pytest.importorskip("pandas")
-    code = readme_block("### Analysis from Python", index=1)
+    code = readme_block("## Analysis from Python", index=1)
     assert "groupby" in code
     _run_readme_example(code, paths, tmp_path)
