@@ -59,7 +59,7 @@ def one_line(out) -> str:
 BAD = [
     ({"method": "sgd"}, "method", "unknown method 'sgd'"),
     ({"methods": "imp,lrr,foo"}, "methods", "unknown method 'foo'"),
-    ({"model": "vgg16"}, "model", "unknown model 'vgg16'"),
+    ({"model": "vgg11"}, "model", "unknown model 'vgg11'"),
     ({"dataset": "imagenet"}, "dataset", "unknown dataset 'imagenet'"),
     ({"prune_fraction": 0.0}, "prune_fraction", "must be in (0, 1), got 0.0"),
     ({"prune_fraction": 1.0}, "prune_fraction", "must be in (0, 1), got 1.0"),
