@@ -31,17 +31,11 @@ from lrr_jax import config_base
 def get_config():
     c = config_base.get_base_config()
     c.methods = "imp,wr,lrr"  # as scripts/reproduce_small.sh runs it
-    c.dataset = "cifar10"
-    c.model = "resnet18"
     c.width = 0.0625  # channels 4-8-16-32: 44k prunable weights
     c.levels = 6  # density 0.8**5 = 0.33 at the last level
     c.epochs_per_level = 3
     c.warmup_epochs = 1  # WR rewinds to the end of this epoch
     c.batch_size = 64
     c.eval_batch_size = 500
-    c.lr = 0.1
-    c.lr_min = 0.01
-    c.weight_decay = 1e-4
-    c.num_replicas = 1
     c.checkpoint_every_epochs = 0  # levels take a minute: save only their ends
     return c

@@ -17,15 +17,10 @@ def get_config():
     c.methods = "imp,wr,lrr"
     c.dataset = "mnist1d"
     c.model = "mlp"
-    c.mlp_hidden = (256, 256)
     c.levels = 15  # densities 1.0 ... 0.8**14 = 0.044
     c.epochs_per_level = 20
     c.warmup_epochs = 2  # WR rewinds to the end of these
     c.batch_size = 100  # 40 steps per epoch
-    c.eval_batch_size = 1000
-    c.lr = 0.1
-    c.lr_min = 0.01
-    c.weight_decay = 1e-4
     c.num_replicas = 2  # seeds 0 and 1, trained together
     c.checkpoint_every_epochs = 0  # levels take seconds: save only their ends
     return c

@@ -42,6 +42,6 @@ def get_config(arg: str = "balanced"):
                          f"expected one of {ALLOCATIONS}")
     c = transfer.base_config(base)
     c.methods = "imp,lrr"
-    c.random_mask = True  # random scores instead of |w|
+    c.score = "random"  # random scores instead of |w|
     c.pruning = allocation
     return c

@@ -19,7 +19,6 @@ from lrr_jax import config_base
 def get_config():
     c = config_base.get_base_config()
     c.experiment = "single_neuron"
-    c.seed = 0  # draws the inputs and all initializations
     c.theory_dim = 10  # input dimension d of the overparameterized experiment (d = 1 always runs)
     c.theory_num_inits = 10000  # random initializations per experiment (and per init mode)
     c.theory_num_inputs = 128  # n standard Gaussian inputs, fixed per run, full batch

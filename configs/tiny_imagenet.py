@@ -17,7 +17,9 @@ image, 2.4 vs 0.18 PFLOP per 100,000-image epoch) and ~10x the activation
 memory (about 127 vs 13 MB per image in float32, so ~32 vs ~3.2 GiB for a
 batch of 256). `--config.tiny_imagenet_resolution=64` trains at the native
 64x64 instead (random crop with 8-pixel zero padding + flip; the 7x7/2 stem
-and max-pool reduce it to 16x16). Needs a GPU/TPU.
+and max-pool reduce it to 16x16). The classifier is pruned as in the paper code, whose
+Tiny ImageNet model is `models/resnet.py`'s ResNet50 (main.py:100-104) with a masked
+1x1-convolution classifier (`builder.conv1x1`, models/resnet.py:114). Needs a GPU/TPU.
 """
 
 from configs import cifar10
@@ -27,7 +29,5 @@ def get_config():
     c = cifar10.get_config()
     c.dataset = "tiny_imagenet"
     c.model = "resnet50_imagenet"
-    c.weight_decay = 1e-4
-    c.tiny_imagenet_resolution = 224  # the paper code's upsampling; 64 = native
     c.augment_pad = 8  # used at 64 only: random crop 64 with padding 8 (CIFAR's 4 at 32)
     return c

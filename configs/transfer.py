@@ -21,8 +21,12 @@ Variants (method; sources to pass; what level k >= 1 trains):
 - imp_lrr_signs: IMP; mask_source and sign_source = an LRR run; after the rewind,
   w <- |theta_0| * sign(LRR's level-k final weights), on LRR's mask, as the paper
   code (`--config.sign_source_level=previous`: the weights LRR starts level k with).
-- imp_lrr_signs_shuffled: as imp_lrr_signs, with |theta_0| shuffled within each
-  layer's unpruned entries.
+- imp_lrr_signs_shuffled: as imp_lrr_signs, with |theta_0| permuted over all of each
+  layer's entries, pruned ones included, so the unpruned weights get magnitudes drawn
+  from the whole layer (the paper code's `reset_shuffled_amplitude`, imp-lrr-lts
+  main.py:1313-1316).
+- imp_lrr_signs_shuffled_in_mask: the same, permuted within each layer's unpruned
+  entries only (they keep their own set of init magnitudes).
 - imp_own_signs: IMP; no source; w <- |theta_0| * sign(its own level k-1 trained
   weights), on its own mask.
 - lrr_init_signs: LRR; no source; LRR's kept weights with their signs forced back
@@ -41,10 +45,15 @@ VARIANTS = {
     "imp_lrr_mask": ("imp", "lrr", "", ""),
     "lrr_imp_mask": ("lrr", "imp", "", ""),
     "imp_lrr_signs": ("imp", "lrr", "lrr", "source_signs"),
-    "imp_lrr_signs_shuffled": ("imp", "lrr", "lrr", "shuffled_init_magnitudes"),
+    "imp_lrr_signs_shuffled": ("imp", "lrr", "lrr", "shuffled_all_init_magnitudes"),
+    "imp_lrr_signs_shuffled_in_mask": ("imp", "lrr", "lrr", "shuffled_init_magnitudes"),
     "imp_own_signs": ("imp", "", "", "own_signs"),
     "lrr_init_signs": ("lrr", "", "", "init_signs"),
 }
+
+
+# The configs the settings usually come from (any configs/<name>.py of a pruning run works).
+BASES = ("quickstart", "cifar10_small", "cifar10", "cifar100", "tiny_imagenet")
 
 
 def base_config(name: str):
@@ -54,7 +63,8 @@ def base_config(name: str):
     try:
         module = importlib.import_module(f"configs.{name or 'quickstart'}")
     except ModuleNotFoundError:
-        raise ValueError(f"no config configs/{name}.py to take the settings from") from None
+        raise ValueError(f"no config configs/{name}.py to take the settings from; expected "
+                         f"one of {', '.join(BASES)}") from None
     return module.get_config()
 
 

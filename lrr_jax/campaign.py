@@ -2,31 +2,19 @@
 
 `run(config, workdir)` is what `python -m lrr_jax.main` calls: validate the
 config, hold the workdir's lock, check the run directories and transfer
-sources, then (before anything is compiled) load the data and hand the
-replicas to the level loop (`levels.run_levels`). The other experiments
-(single-neuron theory, linear mode connectivity) are dispatched from here too.
+sources, load the data, and only then write the run directories' config.json
+(a refused run writes nothing) and hand the replicas to the level loop
+(`levels.run_levels`); nothing is compiled before that. The experiment runs
+through its entry of `experiments.EXPERIMENTS` (the level loop, the
+single-neuron theory, linear mode connectivity).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
-import jax
-
-from lrr_jax import (
-    checkpoints,
-    config_base,
-    distributed,
-    engine,
-    levels,
-    plan,
-    provenance,
-    replicas,
-    runlock,
-    workdir,
-)
+from lrr_jax import distributed, experiments, plan, runlock, validation
 from lrr_jax.data import paths
 from lrr_jax.errors import ConfigError
 
@@ -45,11 +33,12 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
     for key in PATH_KEYS:  # the same for the path-valued keys (data paths expand at load)
         if config.get(key) and paths.expand(config[key]) != config[key]:
             config[key] = paths.expand(config[key])
-    config_base.validate(config)
-    if config.get("dry_run"):  # the plan only: no workdir, no lock, nothing trained
+    validation.validate(config)
+    if config.get("dry_run"):  # the checks and the plan: no lock, nothing trained or written
         if config.experiment != "prune":
             raise ConfigError("dry_run", f"plans the level loop (experiment 'prune'), not "
                               f"experiment {config.experiment!r}")
+        experiments.check(config, work_dir)  # the run's checks; the plan checks the data
         plan.dry_run(config)
         return {}
     distributed.check_shared_dir(work_dir)  # multi-process: every process sees one workdir
@@ -59,44 +48,4 @@ def run(config, work_dir: str) -> dict[str, list[dict]]:
 
 
 def _run(config, work_dir: str) -> dict[str, list[dict]]:
-    if config.experiment == "single_neuron":
-        from lrr_jax import theory
-        return theory.run(config, work_dir)
-    if config.experiment == "lmc":
-        from lrr_jax import connectivity
-        return connectivity.run(config, work_dir)
-    devices = engine.devices(config)  # a config that does not fit: refused before any write
-    dirs = workdir.prepare(config, work_dir)  # checks first, nothing compiled yet
-    if distributed.is_primary():
-        print(f"devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform} "
-              f"backend), {jax.process_count()} process(es)", flush=True)
-    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
-                        {m: checkpoints.Store(d) for m, d in dirs.items()},
-                        provenance=provenance.Record(list(dirs.values()), devices))
-    plan.warn_if_paper_scale_on_cpu(config)  # after the data loaded: errors come first
-    if config.tensorboard and distributed.is_primary():
-        from tensorboardX import SummaryWriter
-        c.writers = {m: SummaryWriter(os.path.join(d, "tb")) for m, d in dirs.items()}
-    try:
-        results = levels.run_levels(c)
-    finally:
-        for w in c.writers.values():
-            w.flush()
-    _note_extra_levels(c)
-    from lrr_jax.reporting import summary
-    table = summary.side_by_side_table(summary.by_replica_setting(results))
-    if distributed.is_primary():  # every process has the same results; one prints them
-        print(table)
-    workdir.write_atomic(os.path.join(work_dir, "summary.txt"), table + "\n")
-    return results
-
-
-def _note_extra_levels(c: levels.Campaign) -> None:
-    """Say so when a workdir holds more finished levels than this run reports."""
-    for store in c.stores.values():
-        extra = [lv for lv in store.levels() if lv >= int(c.config.levels)]
-        if extra and distributed.is_primary():
-            print(f"note: {os.path.dirname(store.dir)} holds {max(extra) + 1} finished levels; "
-                  f"results.csv reports levels 0..{c.config.levels - 1} (run with "
-                  f"--config.levels={max(extra) + 1} to report all; the checkpoints are kept)",
-                  file=sys.stderr, flush=True)
+    return experiments.EXPERIMENTS[config.experiment].run(config, work_dir)

@@ -6,6 +6,8 @@ Layout under `<run>/checkpoints/`:
   level_003/        the final state of level 3 and its results, written once
   mid_003_0042/     mid-level save after epoch 42 of level 3; older ones are
                     deleted only after a newer one is committed
+  mid_003_0043_0000120/  a streamed level stopped inside epoch 43 after 120
+                    steps (a preemption notice), with the input's position
   .tmp/             saves in progress; whatever is here when a save starts is
                     a leftover of a killed process and is deleted
 
@@ -42,9 +44,9 @@ import orbax.checkpoint as ocp
 from lrr_jax import distributed, faults
 from lrr_jax.errors import ConfigError
 
-_MID = re.compile(r"^mid_(\d{3})_(\d{4})$")
+_MID = re.compile(r"^mid_(\d{3})_(\d{4})(?:_(\d{7}))?$")
 _LEVEL = re.compile(r"^level_(\d{3})$")
-_NAME = re.compile(r"^(init|rewind|level_\d{3}|mid_\d{3}_\d{4})$")
+_NAME = re.compile(r"^(init|rewind|level_\d{3}|mid_\d{3}_\d{4}(_\d{7})?)$")
 MANIFEST = "lrr_manifest.json"
 TMP = ".tmp"
 _COMMITTED = "commit_success.txt"  # orbax writes it last; part of every committed save
@@ -74,8 +76,22 @@ def level_of(name: str) -> int:
     return int(_LEVEL.match(name).group(1))
 
 
-def mid_name(level: int, epoch: int) -> str:
-    return f"mid_{level:03d}_{epoch:04d}"
+def mid_name(level: int, epoch: int, step: int = 0) -> str:
+    """After epoch `epoch` of `level`; with `step` > 0, inside epoch `epoch` after `step` steps."""
+    return f"mid_{level:03d}_{epoch:04d}" + (f"_{step:07d}" if step else "")
+
+
+def mid_position(name: str) -> tuple[int, int]:
+    """(epoch under way, steps done in it) of a mid-level save: after epoch e is (e + 1, 0)."""
+    m = _MID.match(name)
+    epoch, step = int(m.group(2)), int(m.group(3) or 0)
+    return (epoch, step) if step else (epoch + 1, 0)
+
+
+def mid_at(level: int, position: tuple[int, int]) -> str:
+    """The name of the mid-level save of `level` at `position` (inverse of `mid_position`)."""
+    epoch, step = position
+    return mid_name(level, epoch, step) if step else mid_name(level, epoch - 1)
 
 
 def order(name: str) -> tuple:
@@ -85,7 +101,7 @@ def order(name: str) -> tuple:
     if name == "rewind":
         return (-1,)
     if m := _MID.match(name):
-        return (int(m.group(1)), 0, int(m.group(2)))
+        return (int(m.group(1)), 0, *mid_position(name))
     if m := _LEVEL.match(name):
         return (int(m.group(1)), 1)
     return (10**9, name)
@@ -242,10 +258,10 @@ class Store:
         """
         finished = set(self.levels())
         newest = {}
-        for n, epoch in self._mids():
+        for n, position in self._mids():
             level = int(_MID.match(n).group(1))
-            if level not in finished and epoch >= newest.get(level, (None, -1))[1]:
-                newest[level] = (n, epoch)
+            if level not in finished and position >= newest.get(level, (None, (-1, 0)))[1]:
+                newest[level] = (n, position)
         read = {n for n, _ in newest.values()}
         for name in sorted(self.names(), key=order):
             if _MID.match(name) and name not in read:
@@ -294,17 +310,12 @@ class Store:
         """Levels whose final state is committed."""
         return [int(m.group(1)) for n in self.names() if (m := _LEVEL.match(n))]
 
-    def _mids(self) -> list[tuple[str, int]]:
-        return [(n, int(m.group(2))) for n in self.names() if (m := _MID.match(n))]
+    def _mids(self) -> list[tuple[str, tuple[int, int]]]:
+        return [(n, mid_position(n)) for n in self.names() if _MID.match(n)]
 
-    def mid_epochs(self, level: int) -> list[int]:
-        """Epochs of the committed mid-level saves of `level`."""
-        return sorted(e for n, e in self._mids() if int(_MID.match(n).group(1)) == level)
-
-    def latest_mid(self, level: int) -> tuple[str, int] | None:
-        """(name, epoch) of the newest committed mid-level save of `level`."""
-        found = [(n, e) for n, e in self._mids() if int(_MID.match(n).group(1)) == level]
-        return max(found, key=lambda t: t[1]) if found else None
+    def mid_positions(self, level: int) -> list[tuple[int, int]]:
+        """Positions (`mid_position`) of the committed mid-level saves of `level`, oldest first."""
+        return sorted(p for n, p in self._mids() if int(_MID.match(n).group(1)) == level)
 
     def delete_mids(self, keep: str | None = None) -> None:
         """Remove mid-level saves other than `keep` (after a newer save is committed)."""

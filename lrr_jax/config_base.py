@@ -1,47 +1,40 @@
-"""Every config key of lrr_jax with its default, and validation of a config.
+"""Every config key of lrr_jax with its default and its meaning (a comment per key).
 
 Config files under `configs/` start from `get_base_config()` and override a
-few fields. `validate` checks a config before any data is loaded or anything
-is compiled and raises `ConfigError` naming the key at fault.
+few fields. This module imports nothing of lrr_jax: what a config means for
+the replicas is `replicas` (`methods_of`, `replica_settings`), its checks are
+`validation`, and how a run directory's recorded config is compared on resume
+is `workdir` (`NON_SEMANTIC`, `BEFORE_THE_KEY`).
 """
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
 
-from lrr_jax.errors import ConfigError
-
-# The names of methods, datasets, models, allocations and sign transfers live in
-# their modules' registries (rewind.MODES, data.DATASETS, models.MODELS,
-# pruning.ALLOCATIONS, signs.SIGN_TRANSFERS); `validate` checks membership there.
-EXPERIMENTS = ("prune", "single_neuron", "lmc")
-# Fields that do not change what a run computes: they may differ on resume.
-NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
-                "download", "tiny_imagenet_dir", "verbosity", "parallel", "num_devices",
-                "tensorboard", "methods", "replica_batch", "dry_run", "compile_for",
-                "levels")  # more levels extend a finished run; the finished ones stay valid
-# A run made before a key existed computed what this value gives, where that is not the
-# key's default; other missing keys read as their defaults (`workdir.check_workdir`).
-BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
-                  "init_signs_from": "theta0"}
+# The names of experiments, methods, datasets, models, scores, allocations, sign transfers
+# and schedules live in their modules' registries (experiments.EXPERIMENTS, rewind.MODES,
+# data.DATASETS, models.MODELS, pruning.SCORES, pruning.ALLOCATIONS, signs.SIGN_TRANSFERS,
+# train.LR_SCHEDULES); `validation` checks membership there and `--help` lists them.
 
 
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.experiment = "prune"  # 'prune' (IMP/WR/LRR levels), 'single_neuron' (theory), 'lmc'
-    c.method = "lrr"  # imp | wr | lrr | lrr_bn_rewind
+    c.experiment = "prune"  # the levels of the methods; the theory model; linear mode connectivity
+    # The method: where each level starts (rewind.MODES: IMP, WR, LRR, LRR with BN rewind).
+    # On the command line of a config file that sets `methods`, --config.method=M runs
+    # just M (as --config.methods=M: in <workdir>/M).
+    c.method = "lrr"
     # Comma-separated methods, trained together as replicas of one program, each
     # written to <workdir>/<method>; empty: just `method`, in <workdir> itself.
     c.methods = ""
 
     # Data.
-    c.dataset = "cifar10"  # mnist1d | digits | cifar10 | cifar100 | tiny_imagenet
+    c.dataset = "cifar10"  # the data (data.DATASETS)
     c.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
     c.cifar_archive = ""  # an already downloaded cifar-10/100-binary.tar.gz to prepare from
     c.download = False  # let TFDS download CIFAR (off: an offline machine must not wait)
     c.tiny_imagenet_dir = ""  # the unpacked tiny-imagenet-200 folder
+    c.idx_dir = ""  # mnist / fashion_mnist: a folder holding the four official idx .gz files
     c.train_limit = 0  # use only the first N training examples (0 = all)
     c.test_limit = 0  # use only the first N test examples (0 = all)
     c.augment = True  # random crop (zero padding) + horizontal flip, images only
@@ -52,9 +45,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Tiny ImageNet: 224 = the authors' RandomResizedCrop 224 + flip / Resize 256 +
     # CenterCrop 224 (on device); 64 = native size with a pad-8 crop + flip.
     c.tiny_imagenet_resolution = 224
+    # imagenet2012: the crop the model sees: RandomResizedCrop(image_size) + flip (train),
+    # Resize(image_size * 256 / 224) + CenterCrop(image_size) (test), on the host.
+    c.image_size = 224
+    # 'device': the training set is placed on every device and each batch is gathered
+    # there; 'stream': the prepared records are read on the host (each process its
+    # devices' share of every batch) and fed to the compiled step (imagenet2012 only streams).
+    c.input_pipeline = "device"
+    c.stream_threads = 0  # host threads decoding a stream's examples (0 = one per CPU core)
+    c.stream_prefetch = 4  # steps a stream reads ahead of the one being trained
 
     # Model.
-    c.model = "resnet18"  # mlp | resnet18 | resnet50 | resnet50_imagenet
+    c.model = "resnet18"  # the network (models.MODELS): the paper's and open_lth's
     c.width = 1.0  # channel multiplier (1.0 = the paper's widths)
     c.mlp_hidden = (256, 256)  # hidden widths of the MLP (model=mlp)
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
@@ -62,8 +64,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Pruning schedule.
     c.levels = 12  # level 0 trains dense; level k trains at density (1 - prune_fraction)^k
     c.prune_fraction = 0.2  # fraction of the remaining weights pruned after each level
-    c.pruning = "global"  # allocation: global | layerwise | uniform | balanced | erk
-    c.random_mask = False  # score weights randomly instead of by magnitude
+    # How the kept weights are shared over layers (pruning.ALLOCATIONS): one global
+    # ranking, the same fraction per layer, or the paper code's balanced / ERK shares
+    # (the *_exact ones hand a capped layer's excess on, so the density is exact).
+    c.pruning = "global"
+    # What ranks the unpruned weights (pruning.SCORES): |w| (the paper), random, SNIP's
+    # |g * w| on a training batch, SynFlow's data-free synaptic flow (one or 100 rounds).
+    c.score = "magnitude"
+    c.random_mask = False  # True: score='random' (the key before `score` existed)
     c.zero_pruned_weights = False  # also set the raw pruned values to 0 (paper code keeps them)
 
     # Training, per level (paper: SGD 0.9, lr 0.1 cosine to 0.01 per epoch, batch 256).
@@ -75,6 +83,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000  # batch of the test-set evaluation
     c.lr = 0.1  # peak learning rate of every level's cosine schedule
     c.lr_min = 0.01  # learning rate at the end of a level (cosine to it, per epoch)
+    # The learning rate of the warm-up and of each level (train.LR_SCHEDULES): the paper
+    # code's linear warm-up and per-epoch cosine lr -> lr_min (CIFAR), or its ImageNet
+    # steps (0.1 lr for 10 epochs, lr to 40, 0.1 lr to 70, 0.01 lr after; or drops at 40, 80).
+    c.lr_schedule = "cosine"
     c.momentum = 0.9  # SGD momentum
     c.weight_decay = 1e-4  # L2 weight decay (added to the gradient, as torch SGD)
     c.reset_momentum = False  # LRR: zero the momentum at each level (paper code keeps it)
@@ -106,7 +118,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # weights (the paper code's sign_list_<run>_<k>); 'previous' = its level k-1 final
     # weights (those its level k starts from).
     c.sign_source_level = "same"
-    # '' | source_signs | own_signs | init_signs | shuffled_init_magnitudes
+    # How signs and magnitudes are combined after the rewind (signs.SIGN_TRANSFERS; '' =
+    # not): the source's signs, the own trained ones, the init's, or init magnitudes
+    # shuffled over the layer (pruned entries included, as the paper code) or within it.
     c.sign_transfer = ""
     # init_signs: 'rewind_point' = the signs and the optimizer state (momentum) of the
     # rewind point (the end of the warm-up; theta_0 without one), as the paper code;
@@ -137,130 +151,3 @@ def get_base_config() -> ml_collections.ConfigDict:
     # 'tpu:v5e:2x2'), on this host without a TPU (libtpu); '' = the CPU plan (docs/TPU.md).
     c.compile_for = ""
     return c
-
-
-def parse_list(value, cast=str) -> list:
-    """'a,b' or ('a', 'b') -> [cast(a), cast(b)]."""
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-    else:
-        items = list(value)
-    return [cast(v) for v in items]
-
-
-def methods_of(config) -> list[str]:
-    return parse_list(config.methods) if config.methods else [config.method]
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(key, message)
-
-
-def validate(config) -> None:
-    """Raise ConfigError for the first bad value found; cheap, no I/O beyond file checks."""
-    _require(config.experiment in EXPERIMENTS, "experiment",
-             f"unknown experiment {config.experiment!r}; expected one of {EXPERIMENTS}")
-    if config.experiment == "single_neuron":
-        return
-    from lrr_jax import data, models, pruning, replicas, rewind, signs  # the registries
-
-    if config.experiment == "lmc":
-        _require(bool(config.get("lmc_a")) and bool(config.get("lmc_b")), "lmc_a",
-                 "experiment 'lmc' needs --config.lmc_a and --config.lmc_b as RUN_DIR:LEVEL")
-    _require(config.method in rewind.METHODS, "method",
-             f"unknown method {config.method!r}; expected one of {rewind.METHODS}")
-    methods = methods_of(config)
-    for m in methods:
-        _require(m in rewind.METHODS, "methods" if config.methods else "method",
-                 f"unknown method {m!r}; expected one of {rewind.METHODS}")
-    _require(len(set(methods)) == len(methods), "methods", "a method is listed twice")
-    _require(config.dataset in data.DATASETS, "dataset",
-             f"unknown dataset {config.dataset!r}; expected one of {data.DATASETS}")
-    _require(config.model in models.MODELS, "model",
-             f"unknown model {config.model!r}; expected one of {models.MODELS}")
-    _require(config.dtype in ("float32", "bfloat16"), "dtype",
-             f"unknown dtype {config.dtype!r}; expected float32 or bfloat16")
-    _require(0.0 < config.prune_fraction < 1.0, "prune_fraction",
-             f"must be in (0, 1), got {config.prune_fraction}")
-    _require(int(config.levels) >= 1, "levels", f"must be >= 1, got {config.levels}")
-    _require(config.pruning in pruning.ALLOCATIONS, "pruning",
-             f"unknown allocation {config.pruning!r}; expected one of {pruning.ALLOCATIONS}")
-    _require(int(config.epochs_per_level) >= 1, "epochs_per_level",
-             f"must be >= 1, got {config.epochs_per_level}")
-    _require(int(config.warmup_epochs) >= 0, "warmup_epochs",
-             f"must be >= 0, got {config.warmup_epochs}")
-    # The rewind epoch: WR (and LRR's BN rewind) rewind to the end of the warm-up,
-    # epoch `warmup_epochs` of the dense training, which must lie within a level
-    # (paper: 10 of 150). IMP and LRR do not rewind there, so it is not checked for them.
-    rewinders = [m for m in methods if m in rewind.NEEDS_POINT]
-    _require(not rewinders or int(config.warmup_epochs) <= int(config.epochs_per_level),
-             "warmup_epochs", f"{rewinders[0] if rewinders else ''} rewinds to the end of the "
-             f"{config.warmup_epochs}-epoch warm-up, beyond the {config.epochs_per_level} "
-             "epochs of a level (epochs_per_level); use warmup_epochs <= epochs_per_level")
-    _require(int(config.batch_size) >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
-    _require(int(config.eval_batch_size) >= 1, "eval_batch_size",
-             f"must be >= 1, got {config.eval_batch_size}")
-    for key in ("lr", "lr_min", "weight_decay"):
-        value = float(config[key])
-        _require(math.isfinite(value) and value >= 0, key, f"must be >= 0, got {value}")
-    _require(float(config.lr) > 0, "lr", f"must be > 0, got {config.lr}")
-    _require(0.0 <= float(config.momentum) < 1.0, "momentum",
-             f"must be in [0, 1), got {config.momentum}")
-    _require(int(config.num_replicas) >= 1, "num_replicas",
-             f"must be >= 1, got {config.num_replicas}")
-    try:
-        probs = parse_list(config.perturb_probs, float)
-    except ValueError:
-        raise ConfigError("perturb_probs",
-                          f"not a list of numbers: {config.perturb_probs!r}") from None
-    _require(len(probs) >= 1 and all(0.0 <= p <= 1.0 for p in probs), "perturb_probs",
-             f"each probability must be in [0, 1], got {config.perturb_probs!r}")
-    _require(int(config.perturb_every) >= 1, "perturb_every",
-             f"must be >= 1, got {config.perturb_every}")
-    _require(1 <= int(config.perturb_recovery_epochs) <= int(config.epochs_per_level),
-             "perturb_recovery_epochs", f"must be in [1, epochs_per_level = "
-             f"{config.epochs_per_level}], got {config.perturb_recovery_epochs}")
-    _require(config.parallel in ("pmap", "shard_map"), "parallel",
-             f"unknown backend {config.parallel!r}; expected pmap or shard_map")
-    _require(int(config.num_devices) >= 0, "num_devices", "must be >= 0")
-    _require(isinstance(config.shard_train_data, bool), "shard_train_data",
-             f"must be True or False, got {config.shard_train_data!r}")
-    _require(int(config.checkpoint_every_epochs) >= 0, "checkpoint_every_epochs", "must be >= 0")
-    _require(int(config.eval_every_epochs) >= 1, "eval_every_epochs", "must be >= 1")
-    _require(config.sign_transfer in signs.SIGN_TRANSFERS, "sign_transfer",
-             f"unknown sign transfer {config.sign_transfer!r}; expected one of "
-             f"{signs.SIGN_TRANSFERS}")
-    _require(config.data_order in replicas.DATA_ORDERS, "data_order",
-             f"unknown data order {config.data_order!r}; expected one of {replicas.DATA_ORDERS}")
-    _require(int(config.replica_batch) >= 0, "replica_batch",
-             f"must be >= 0 (0 = all replicas together), got {config.replica_batch}")
-    if config.get("compile_for"):  # 'tpu:TOPOLOGY' (its module parses it), in a dry run only
-        from lrr_jax import tpu_compile
-
-        tpu_compile.parse_target(config.compile_for)
-        _require(bool(config.dry_run), "compile_for", "checks a config against the TPU "
-                 "compiler in a dry run: add --config.dry_run=True")
-    _require(config.sign_transfer != "source_signs" or bool(config.sign_source), "sign_source",
-             "sign_transfer 'source_signs' needs --config.sign_source=RUN_DIR")
-    from lrr_jax import studies
-
-    _require(config.sign_source_level in studies.SIGN_SOURCE_LEVELS, "sign_source_level",
-             f"unknown source level {config.sign_source_level!r}; expected one of "
-             f"{studies.SIGN_SOURCE_LEVELS}")
-    _require(config.init_signs_from in studies.INIT_SIGNS_FROM, "init_signs_from",
-             f"unknown init signs {config.init_signs_from!r}; expected one of "
-             f"{studies.INIT_SIGNS_FROM}")
-    _require(not (config.reset_momentum and studies.optimizer_from_point(config)),
-             "init_signs_from", "'rewind_point' restores the rewind point's momentum, "
-             "reset_momentum=True zeroes it: use one (or init_signs_from='theta0')")
-    _require(config.model != "mlp" or config.dataset in ("mnist1d", "digits"), "model",
-             f"model 'mlp' takes vector data (mnist1d, digits), not {config.dataset!r}")
-    _require(config.model == "mlp" or config.dataset not in ("mnist1d", "digits"), "model",
-             f"dataset {config.dataset!r} is vector data: use model 'mlp'")
-
-
-def replica_settings(config) -> list[tuple[int, float]]:
-    """(seed, perturb_prob) of each replica: every probability times num_replicas seeds."""
-    probs = parse_list(config.perturb_probs, float)
-    return [(int(config.seed) + s, p) for p in probs for s in range(int(config.num_replicas))]

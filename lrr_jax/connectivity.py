@@ -33,9 +33,11 @@ import os
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, engine, masks, parallel, signs, train, workdir
+from lrr_jax import checkpoints, engine, masks, replicas, signs, workdir
 from lrr_jax.errors import ConfigError
 
+# The experiment's own config keys (configs/lmc.py explains them).
+KEYS = ("lmc_a", "lmc_b", "lmc_points")
 # Fields that decide the parameter shapes and the test set: must agree with this config.
 MATCH_FIELDS = ("dataset", "model", "width", "mlp_hidden")
 
@@ -71,16 +73,13 @@ def run(config, work_dir: str) -> dict:
     refs = {key: parse_ref(key, config[key]) for key in ("lmc_a", "lmc_b")}
     run_configs = {key: _run_config(key, run_dir, config) for key, (run_dir, _) in refs.items()}
     setup = engine.make(config)
-    ds, model = setup.dataset, setup.model
-    sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
-    init = train.replica_initializer(model, config, sample)
     endpoints, raw_masks = {}, {}
     for key, (run_dir, name) in refs.items():
         other = config.copy_and_resolve_references()
         other.num_replicas = int(run_configs[key].get("num_replicas", 1))
         other.perturb_probs = run_configs[key].get("perturb_probs", "0")
-        k = len(config_base.replica_settings(other))
-        like = parallel.get(init(list(range(k))))
+        k = len(replicas.replica_settings(other))
+        like = setup.init_states(list(range(k)))
         state, _ = checkpoints.Store(run_dir).restore(name, like)
         state = jax.tree.map(lambda a: a[0], state)  # replica 0
         raw_masks[key] = state.mask
@@ -95,12 +94,7 @@ def run(config, work_dir: str) -> dict:
                          mask=jax.tree.map(np.ones_like, a.mask))
 
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *[point(al) for al in alphas])
-    evaluate = setup.backend.map(train.make_evaluate(
-        apply_fn=model.apply, num_devices=setup.backend.num_devices, mean=ds.mean, std=ds.std,
-        eval_batch=setup.eval_batch), 4)
-    p = setup.placed
-    out = parallel.get(evaluate(setup.backend.put(stacked), p["test_x"], p["test_y"],
-                                p["test_w"]))
+    out = setup.evaluate(stacked)
     both = jax.tree.map(lambda x, y: np.asarray(x) * np.asarray(y),
                         raw_masks["lmc_a"], raw_masks["lmc_b"])
     per_layer = signs.sign_flips_per_layer(a.params, b.params, both)

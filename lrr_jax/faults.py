@@ -5,6 +5,8 @@ When the run reaches a listed point the action happens at once:
 
 - `in_epoch:LEVEL:EPOCH`: right after the epoch is dispatched, while it runs
   (JAX dispatches asynchronously); level -1 is the warm-up.
+- `in_step:LEVEL:EPOCH:STEP`: in a streamed level epoch, after STEP steps
+  (`input_pipeline='stream'`); the preemption flag is looked at right after.
 - `after_prune:LEVEL`: in `levels.start_level`, the new mask exists, the
   rewind has not happened.
 - `during_save:NAME`: in `checkpoints.Store.save`, the checkpoint's data is in
@@ -29,7 +31,7 @@ import os
 import signal
 
 ENV = "LRR_JAX_FAULT"
-POINTS = ("in_epoch", "after_prune", "during_save", "after_save", "nan")
+POINTS = ("in_epoch", "in_step", "after_prune", "during_save", "after_save", "nan")
 _SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
 
 

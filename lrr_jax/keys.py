@@ -49,6 +49,31 @@ def table() -> list[tuple[str, list[tuple[str, object, str]]]]:
     return [(name, rows) for name, rows in sections if rows]
 
 
+def registries() -> dict[str, tuple]:
+    """key -> the names its registry accepts now (entries a config file added included)."""
+    from lrr_jax import (
+        data,
+        engine,
+        experiments,
+        models,
+        pruning,
+        replicas,
+        rewind,
+        signs,
+        studies,
+        train,
+    )
+
+    return {"experiment": tuple(experiments.EXPERIMENTS), "method": tuple(rewind.MODES),
+            "dataset": tuple(data.DATASETS), "normalization": data.NORMALIZATIONS,
+            "model": tuple(models.MODELS), "score": tuple(pruning.SCORES),
+            "pruning": tuple(pruning.ALLOCATIONS), "lr_schedule": tuple(train.LR_SCHEDULES),
+            "sign_transfer": tuple(v for v in signs.SIGN_TRANSFERS if v),
+            "data_order": replicas.DATA_ORDERS, "input_pipeline": engine.PIPELINES,
+            "sign_source_level": studies.SIGN_SOURCE_LEVELS,
+            "init_signs_from": studies.INIT_SIGNS_FROM}
+
+
 def missing_help() -> list[str]:
     """Keys without a line of help (tests keep this empty)."""
     return [k for _, rows in table() for k, _, h in rows if not h]
@@ -58,8 +83,11 @@ def describe() -> str:
     """The `--help` text of the config keys."""
     out = ["Config keys (override any with --config.KEY=VALUE; defaults of "
            "lrr_jax/config_base.py, a config file may change them):"]
+    choices = registries()
     for section, rows in table():
         out.append(f"\n{section}:")
         for key, default, help_text in rows:
             out.append(f"  {key} = {default!r}\n      {help_text}")
+            if key in choices:
+                out.append(f"      one of: {' | '.join(choices[key])}")
     return "\n".join(out)

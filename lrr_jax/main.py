@@ -33,7 +33,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lrr_jax import campaign, distributed, epochs, invariants, preemption
+from lrr_jax import campaign, distributed, epochs, invariants, preemption, validation
 from lrr_jax.errors import ConfigError
 
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results and logs.")
@@ -64,6 +64,10 @@ def main(argv):
             _fail("config", f"{path}: no such file")
         _fail("config", f"cannot load {path}: {_one_line(e)}")
     try:
+        # A key the config file sets that is not a config key (the command line's are
+        # refused by ml_collections): the file is named.
+        validation.check_keys(config, config_flags.get_config_filename(flags.FLAGS["config"]))
+        _one_method(config, config_flags.get_override_values(flags.FLAGS["config"]))
         distributed.initialize_from_flags()  # multi-host: before anything touches a device
         # After it: jax.distributed installs a SIGTERM handler of its own
         # (its preemption notifier), which would otherwise replace ours.
@@ -77,6 +81,20 @@ def main(argv):
         message, status = _report(e)
         print(message, file=sys.stderr, flush=True)
         sys.exit(status)
+
+
+def _one_method(config, overrides: dict) -> None:
+    """`--config.method=M` for a config file that sets `methods` runs just M (methods=M).
+
+    Both flags at once are refused: which one is meant is not clear.
+    """
+    if "method" not in overrides or not config.methods:
+        return
+    if "methods" in overrides:
+        raise ConfigError("method", f"--config.method={config.method} and --config.methods="
+                          f"{config.methods} both given: pass one (--config.methods="
+                          f"{config.method} runs {config.method} alone)")
+    config.methods = config.method
 
 
 def _report(e: Exception) -> tuple[str, int]:
@@ -105,11 +123,47 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
+        cause = _config_file_error(e)
+        if cause is not None:
+            argument = _config_argument(argv)
+            _fail("config", f"{argument}: {_config_file_message(argument, cause)}")
         _fail("flags", _one_line(e))
     except (AttributeError, KeyError) as e:  # ml_collections: an unknown config key
         _fail("config", _unknown_key(e, argv))
     except Exception as e:  # noqa: BLE001 - ml_collections raises plain types for bad values
         _fail("flags", f"{type(e).__name__}: {_one_line(e)}")
+
+
+def _config_file_error(e: BaseException) -> BaseException | None:
+    """The config file's own exception behind ml_collections' flag error (None: another error).
+
+    ml_collections re-raises what `get_config(ARG)` raised with its traceback as the
+    message ("Error whilst parsing config file: ..."); the original is the innermost one.
+    """
+    if "Error whilst parsing config file" not in str(e):
+        return None
+    while True:
+        inner = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+        if inner is None:
+            return e
+        e = inner
+
+
+def _config_argument(argv) -> str:
+    """The value of --config on the command line (`--config=F` or `--config F`)."""
+    for i, a in enumerate(argv[1:], start=1):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "--config"
+
+
+def _config_file_message(argument: str, cause: BaseException) -> str:
+    path, _, arg = argument.partition(":")
+    if isinstance(cause, TypeError) and "get_config()" in str(cause) and arg:
+        return f"{path} takes no argument, got {arg!r}"  # get_config() without a parameter
+    return _one_line(cause)
 
 
 def _unknown_key(e: BaseException, argv) -> str:
@@ -143,14 +197,31 @@ def _help() -> str:
         "  --workdir: " + flags.FLAGS["workdir"].help,
         "  --verbosity: show library logging and tracebacks (absl)",
         "  --distributed, --coordinator_address, --num_processes, --process_id: several hosts "
-        "(README: Several hosts)",
+        "(docs/SCALING.md)",
         "",
         keys.describe(),
     ])
 
 
+def _load_config_file(argv) -> None:
+    """Run the `--config=FILE[:ARG]` file's module code, so what it registers (a score, a
+    model, a dataset) is in the registries `--help` lists; a file that fails is skipped."""
+    import importlib.util
+
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if not given:
+        return
+    path = given[-1].split(":", 1)[0]
+    try:
+        spec = importlib.util.spec_from_file_location("lrr_jax_help_config", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    except Exception:  # noqa: BLE001 - help is printed anyway
+        return
+
+
 def run():
     if any(a in HELP_FLAGS for a in sys.argv[1:]):
+        _load_config_file(sys.argv[1:])
         print(_help())
         sys.exit(0)
     flags.mark_flag_as_required("config")

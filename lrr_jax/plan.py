@@ -27,6 +27,7 @@ prints one warning with this projection before the run starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -37,11 +38,6 @@ from lrr_jax import data, distributed, engine, models, parallel, replicas, train
 from lrr_jax.errors import ConfigError
 
 MEASURED_STEPS = 3
-# Split sizes and example shapes assumed when a dataset is not available here.
-# ImageNet (ILSVRC 2012): 1,281,167 train / 50,000 validation images, 224x224x3 crops.
-NOMINAL = {"cifar10": (50000, 10000, (32, 32, 3), 10), "cifar100": (50000, 10000, (32, 32, 3), 100),
-           "tiny_imagenet": (100000, 10000, (64, 64, 3), 200),
-           "imagenet2012": (1281167, 50000, (224, 224, 3), 1000)}
 
 
 def _mib(n: int) -> str:
@@ -60,13 +56,29 @@ def _bytes(tree) -> int:
                    for x in jax.tree.leaves(tree)))
 
 
+def _stream_bytes(config, shape, num_devices: int, streams: int) -> int:
+    """Input bytes a streamed run keeps on each device: the step being trained and the
+    one prefetched (uint8 examples, int32 labels), and one evaluation batch."""
+    example = int(np.prod(shape)) + 4
+    local = int(config.batch_size) // max(num_devices, 1)
+    return 2 * streams * local * example + int(config.eval_batch_size) * example
+
+
 def dataset_shapes(config) -> dict:
     """The dataset's sizes and example shapes, read when prepared, else its standard sizes.
 
     {'train', 'test', 'example_shape', 'test_example_shape', 'classes', 'image',
-    'bytes' (both splits, host arrays), 'sizes' (where they come from)}.
+    'bytes' (both splits as host arrays: what the on-device pipeline places on each
+    device; 0 read from a streamed dataset, whose batches `_stream_bytes` counts),
+    'sizes' (where they come from)}.
     """
     try:
+        if engine.pipeline(config) == "stream":
+            s = data.open_streams(config)
+            return {"train": s.train.size, "test": s.test.size,
+                    "example_shape": tuple(s.train.shape),
+                    "test_example_shape": tuple(s.test.shape), "classes": s.num_classes,
+                    "image": s.is_image, "bytes": 0, "sizes": "read from the dataset"}
         ds = data.load(config)
         return {"train": len(ds.train_y), "test": len(ds.test_y),
                 "example_shape": tuple(ds.train_x.shape[1:]),
@@ -74,20 +86,20 @@ def dataset_shapes(config) -> dict:
                 "image": ds.is_image, "bytes": ds.train_x.nbytes + ds.test_x.nbytes,
                 "sizes": "read from the dataset"}
     except ConfigError:
-        if config.dataset not in NOMINAL:
+        real = data.real_sizes(config)  # the dataset's standard sizes, if it has them
+        if real is None:
             raise
-        n_train, n_test, shape, classes = NOMINAL[config.dataset]
+        n_train, n_test, shape, classes = real[:4]
+        test_shape = real[4] if len(real) > 4 else shape  # Tiny ImageNet's resized test split
         if config.train_limit:
             n_train = min(n_train, int(config.train_limit))
         if config.test_limit:
             n_test = min(n_test, int(config.test_limit))
-        test_shape = shape
-        if config.dataset == "tiny_imagenet" and int(config.tiny_imagenet_resolution) == 224:
-            test_shape = (224, 224, 3)  # the test split is resized once, on the host
         nbytes = n_train * int(np.prod(shape)) + n_test * int(np.prod(test_shape))
-        return {"train": n_train, "test": n_test, "example_shape": shape,
-                "test_example_shape": test_shape, "classes": classes, "image": True,
-                "bytes": nbytes, "sizes": "not prepared here: the standard sizes assumed"}
+        return {"train": n_train, "test": n_test, "example_shape": tuple(shape),
+                "test_example_shape": tuple(test_shape), "classes": classes,
+                "image": len(shape) == 3, "bytes": nbytes,
+                "sizes": "not prepared here: the standard sizes assumed"}
 
 
 def _memory(compiled) -> dict | None:
@@ -120,6 +132,23 @@ def _timed(fn, *args, budget_s: float):
     return out, best
 
 
+def device_memory() -> int | None:
+    """Bytes a program may use on device 0: its memory limit (GPU, TPU), or this host's
+    physical memory for a CPU device; None where neither is known."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - not every platform reports it
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if jax.devices()[0].platform == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
 def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEASURED_STEPS,
             budget_s: float = 15.0) -> dict:
     """Seconds per step of the level epoch for `group` replicas, and per eval example.
@@ -143,17 +172,24 @@ def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEAS
     state = parallel.get(train.create_replicas(model, config, [int(config.seed) + r for r in
                                                                range(group)], sample))
     per_replica = config.data_order == "per_replica"
-    fn, steps = train.make_train_epoch(
-        apply_fn=model.apply, config=config, phase="level", num_train=n,
-        num_devices=backend.num_devices, mean=mean, std=std, image=image,
-        per_replica=per_replica)
+    info = engine.DataInfo(config.dataset, n, n, tuple(shape), classes, mean, std)
+    program, steps = engine.epoch_program(config, model, backend, info, "level")
     xs, ys = backend.put(x), backend.put(y)
     key = jax.random.PRNGKey(0)
     keys = backend.put(jax.random.split(key, group) if per_replica else key)
     placed = backend.put(state)
     t = time.perf_counter()
-    epoch = backend.map(fn, 4, donate_first=True).lower(placed, xs, ys, keys).compile()
+    epoch = program.lower(placed, xs, ys, keys).compile()
     compile_seconds = time.perf_counter() - t
+    memory = _memory(epoch)
+    need, have = (memory or {}).get("temp", 0) + (memory or {}).get("arguments", 0), \
+        device_memory()
+    if have and need > 0.9 * have:  # running it would fail (or swap): say so instead
+        return {"compile_seconds": compile_seconds, "step_seconds": None,
+                "eval_seconds_per_examples": None, "memory": memory,
+                "state_bytes": _bytes(state), "devices": backend.num_devices,
+                "not_timed": f"the level epoch needs {_mib(need)} per device (XLA's count) "
+                             f"and this device has {_mib(have)}"}
     (placed, _), seconds = _timed(epoch, placed, xs, ys, keys, budget_s=budget_s)
     # Evaluation on at most a training batch per device (its time per example).
     eval_n = min(int(config.eval_batch_size), int(config.batch_size)) * backend.num_devices
@@ -172,10 +208,13 @@ def measure(config, group: int, shape: tuple, classes: int, *, steps: int = MEAS
 
 
 def layout(config) -> dict:
-    """What a run of `config` is, before measuring anything: replicas, groups, data, schedule."""
+    """What a run of `config` is, before measuring anything: replicas, groups, input
+    pipeline, dataset shapes and schedule (the plan's first part, also what
+    `tpu_compile` compiles for)."""
     reps = replicas.from_config(config)
     groups = replicas.groups(len(reps), config.replica_batch)
     d = dataset_shapes(config)
+    engine.check_batch_size(config, d["train"])  # as the run refuses it, before compiling
     batch = int(config.batch_size)
     steps_per_epoch = d["train"] // batch
     epochs = int(config.warmup_epochs) + int(config.levels) * int(config.epochs_per_level)
@@ -184,6 +223,7 @@ def layout(config) -> dict:
                            or e == int(config.epochs_per_level) - 1])
     return {
         "replicas": [r.name for r in reps], "groups": [len(g) for g in groups],
+        "input_pipeline": engine.pipeline(config),
         "dataset": {"name": config.dataset, "train": d["train"], "test": d["test"],
                     "example_shape": list(d["example_shape"]),
                     "test_example_shape": list(d["test_example_shape"]),
@@ -205,16 +245,20 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
     """
     lay = layout(config)
     d, s, groups = lay["dataset"], lay["schedule"], lay["groups"]
-    n_train, n_test, shape, classes = d["train"], d["test"], tuple(d["example_shape"]), \
-        d["classes"]
-    data_bytes = d["bytes"]
-    steps_per_epoch, evals_per_level = s["steps_per_epoch"], s["evaluations_per_level"]
+    n_train, n_test, shape = d["train"], d["test"], tuple(d["example_shape"])
+    data_bytes, steps_per_epoch = d["bytes"], s["steps_per_epoch"]
     epochs = s["warmup_epochs"] + s["levels"] * s["epochs_per_level"]
-    m = measure(config, groups[0], shape, classes, steps=steps, budget_s=budget_s)
-    train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups)
+    evals_per_level = s["evaluations_per_level"]
+    m = measure(config, groups[0], shape, d["classes"], steps=steps, budget_s=budget_s)
+    timed = m["step_seconds"] is not None
+    train_seconds = epochs * steps_per_epoch * m["step_seconds"] * len(groups) if timed else None
     eval_seconds = (int(config.levels) * evals_per_level * n_test
-                    * m["eval_seconds_per_examples"] * len(groups))
-    if config.shard_train_data:  # each device holds 1/N of the training split
+                    * m["eval_seconds_per_examples"] * len(groups)) if timed else None
+    if lay["input_pipeline"] == "stream":  # batches, not the dataset, on the devices
+        reps = replicas.from_config(config)[:groups[0]]
+        streams = len({replicas.data_seed(config, r) for r in reps})
+        data_bytes = _stream_bytes(config, shape, m["devices"], streams)
+    elif config.shard_train_data:  # each device holds 1/N of the training split
         train_bytes = data_bytes * n_train // max(n_train + n_test, 1)
         data_bytes -= train_bytes - train_bytes // m["devices"]
     return {
@@ -225,11 +269,12 @@ def describe(config, *, steps: int = MEASURED_STEPS, budget_s: float = 15.0) -> 
             "compiled_epoch_temporaries": (m["memory"] or {}).get("temp")},
         "measured": {"steps": steps, "replicas": groups[0],
                      "compile_seconds": round(m["compile_seconds"], 2),
-                     "step_seconds": round(m["step_seconds"], 5),
-                     "eval_seconds_per_1000_examples": round(1000 * m["eval_seconds_per_examples"],
-                                                             4)},
+                     "step_seconds": round(m["step_seconds"], 5) if timed else None,
+                     "eval_seconds_per_1000_examples": round(
+                         1000 * m["eval_seconds_per_examples"], 4) if timed else None,
+                     "not_timed": m.get("not_timed")},
         "projected_seconds": {"train": round(train_seconds, 1), "eval": round(eval_seconds, 1),
-                              "total": round(train_seconds + eval_seconds, 1)},
+                              "total": round(train_seconds + eval_seconds, 1)} if timed else None,
     }
 
 
@@ -267,10 +312,21 @@ def render(config, plan: dict) -> str:
         *_header(config, plan),
         f"devices: {plan['devices']}",
         f"memory per device: replica state (params, mask, optimizer, BN statistics) "
-        f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), data "
-        f"{_mib(mem['data'])}, compiled epoch temporaries "
+        f"{_mib(mem['state_per_group'])} for {plan['groups'][0]} replica(s), "
+        + (f"streamed input (2 steps' batches + an eval batch) {_mib(mem['data'])}"
+           if plan["input_pipeline"] == "stream" else f"data {_mib(mem['data'])}")
+        + ", compiled epoch temporaries "
         f"{_mib(temp) if temp is not None else 'not reported by this backend'}: about "
         f"{_mib(total)}",
+    ]
+    if plan["projected_seconds"] is None:
+        lines += [f"measured: the level epoch of {meas['replicas']} replica(s) compiled in "
+                  f"{meas['compile_seconds']} s, not run: {meas['not_timed']}",
+                  "projected: none (no step could be timed on this device; on the run's "
+                  "devices the batch is split over them: run the dry run there, or "
+                  "--config.compile_for=tpu:TOPOLOGY)"]
+        return "\n".join(lines)
+    lines += [
         f"measured: the level epoch of {meas['replicas']} replica(s) compiled for "
         f"{meas['steps']} steps: {meas['compile_seconds']} s to compile, then "
         f"{meas['step_seconds']} s per step (best call); evaluation "
@@ -316,10 +372,16 @@ def _dry_run_for(config) -> dict:
     return plan
 
 
+# Prunable weights from which a network takes hours per level on a CPU (ResNet18 at
+# width 0.5 has 2.8M; ResNet-20 0.27M, ResNet-56 0.85M train in minutes).
+PAPER_SCALE_WEIGHTS = 2_000_000
+
+
 def is_paper_scale(config) -> bool:
-    """A full-width ResNet (width >= 0.5): hours per level on a CPU."""
-    return config.model in models.MODELS and config.model.startswith("resnet") and \
-        float(config.width) >= 0.5
+    """A network of `PAPER_SCALE_WEIGHTS` or more prunable weights at this width (its
+    known count at width 1, `models.PAPER_PRUNABLE_COUNTS`, times width squared)."""
+    counts = [n for (name, _), n in models.PAPER_PRUNABLE_COUNTS.items() if name == config.model]
+    return bool(counts) and min(counts) * float(config.width) ** 2 >= PAPER_SCALE_WEIGHTS
 
 
 def warn_if_paper_scale_on_cpu(config) -> None:
@@ -332,10 +394,16 @@ def warn_if_paper_scale_on_cpu(config) -> None:
     if jax.devices()[0].platform != "cpu" or not is_paper_scale(config) or config.dry_run:
         return
     plan = describe(config, steps=1, budget_s=0.0)
+    if plan["projected_seconds"] is None:
+        if distributed.is_primary():
+            print(f"warning: {config.model} at width {config.width} on a CPU: "
+                  f"{plan['measured']['not_timed']}. This config is meant for a GPU or TPU.",
+                  file=sys.stderr, flush=True)
+        return
     if distributed.is_primary():
         print(f"warning: {config.model} at width {config.width} with {config.levels} levels x "
               f"{config.epochs_per_level} epochs on a CPU: projected "
               f"{_hms(plan['projected_seconds']['total'])} from a measured step "
               f"({plan['measured']['step_seconds']} s). This config is meant for a GPU or TPU "
-              f"(README: On a GPU); --config.dry_run=True prints the whole plan.",
+              f"(README: Scale); --config.dry_run=True prints the whole plan.",
               file=sys.stderr, flush=True)

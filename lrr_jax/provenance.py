@@ -4,7 +4,9 @@ One entry per session (each start or resume of the same command): the lrr_jax
 version and git commit (with a dirty flag) when the package lives in a git
 checkout, the versions of jax, jaxlib, flax, optax and orbax, the backend,
 device kind and count, process count, host, start time and command line, and
-the wall time of every level that session trained. Earlier sessions are kept.
+the wall time of every level that session trained, and the data it trained on
+(`data_record`: split sizes, and whether they are the real dataset's, which the
+report uses to name a generated or partial archive). Earlier sessions are kept.
 The file is informational: it is written atomically, never read by training,
 and a damaged one is replaced, so it cannot stop a resume or change results.
 """
@@ -64,12 +66,38 @@ def session(devices) -> dict:
     }
 
 
+def data_record(config, info) -> dict:
+    """{'dataset', 'train', 'test', 'standard_sizes'}: the examples a run uses.
+
+    `standard_sizes` says whether they are the real dataset's split sizes (after
+    `train_limit` / `test_limit`; what `data.cifar.size_warning` warns about on
+    stderr): False for a generated or partial archive, None for a dataset without
+    known real sizes (mnist1d, digits). `train` is None where this process kept
+    only its devices' shards (`shard_train_data`); the test split then decides.
+    `info` is the engine's `DataInfo`.
+    """
+    from lrr_jax import data  # its registry: the real split sizes
+
+    train = None if config.shard_train_data else int(info.num_train)
+    test = int(info.num_test)
+    real = data.real_sizes(config) if config.dataset in data.DATASETS else None
+    standard = None
+    if real:
+        expected = [min(n, int(limit)) if int(limit) else n
+                    for n, limit in ((real[0], config.train_limit), (real[1], config.test_limit))]
+        standard = test == expected[1] and train in (None, expected[0])
+    return {"dataset": config.dataset, "train": train, "test": test,
+            "standard_sizes": standard}
+
+
 class Record:
     """The run.json of a campaign's run directories: start a session, add level times."""
 
-    def __init__(self, run_dirs, devices):
+    def __init__(self, run_dirs, devices, data: dict | None = None):
         self.paths = [os.path.join(d, NAME) for d in run_dirs]
         self.entry = session(devices)
+        if data is not None:
+            self.entry["data"] = data  # `data_record`
         self.history = {p: _read(p) for p in self.paths}
         self._write()
 

@@ -1,9 +1,20 @@
 """Pruning as three small pure functions: score, allocation, exact top-k.
 
-* Scores (SCORES): `magnitude_scores` (|w| of unpruned weights) and
-  `random_scores` (fresh uniform draws each level, within the current mask,
-  as the authors' `|mask * randn|`). Pruned weights always score -1, so they
-  stay pruned and never win a tie.
+* Scores (SCORES, a dict name -> `fn(ctx) -> {layer name: scores}`): each gets
+  one `ScoreContext` (params, mask, BatchNorm statistics, the model's apply
+  function, a seed/key, a batch of training data on demand, and the step's
+  planned counts) and returns a score per prunable weight; the highest are
+  kept. Pruned weights score -1 (and `prune` ranks them below everything), so
+  they stay pruned and never win a tie. Registered:
+  - 'magnitude': |w| of unpruned weights;
+  - 'random': fresh uniform draws each level, within the current mask, as the
+    authors' `|mask * randn|`;
+  - 'snip': |g * w| on one training batch (`snip_scores`, the authors' `prune_snip`);
+  - 'synflow': |dR/dtheta * theta| of the all-positive network on an all-ones
+    input, data-free (`synflow_scores`, the authors' `prune_synflow`: one round
+    per pruning step); 'synflow_iterative' prunes in `SYNFLOW_ROUNDS` rounds on
+    an exponential schedule within each step (Tanaka et al. 2020).
+  A new score is one function of the context and one line `SCORES[name] = fn`.
 * Allocation (ALLOCATIONS): how many weights each layer keeps,
   `planned_counts`. `global` ranks all prunable weights together;
   `layerwise` and `uniform` keep the same fraction of every layer;
@@ -15,24 +26,85 @@
 * `keep_top_k`: keep exactly k entries; ties are broken by position in the
   flattened tree (earlier wins), so the result is deterministic.
 
-These run once per level on the host in numpy, off the training hot path. The
-global threshold comes from a linear-time selection (`kth_largest`), not a full sort.
+These run once per level on the host, off the training hot path, on one
+replica's (unstacked) parameters. The global threshold comes from a
+linear-time selection (`kth_largest`), not a full sort.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lrr_jax import masks
 
 PyTree = Any
-# Allocation names (config key `pruning`) and score names; config_base validates against them.
-ALLOCATIONS = ("global", "layerwise", "uniform", "balanced", "erk", "balanced_exact",
-               "erk_exact")
-SCORES = ("magnitude", "random")
+# Rounds of 'synflow_iterative' within one pruning step: Tanaka et al. (2020) prune
+# in 100 iterations on the exponential schedule of `prune_loop` (ganguli-lab/Synaptic-Flow).
+SYNFLOW_ROUNDS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreContext:
+    """Everything a score may use, for one replica at one pruning step.
+
+    `prune` fills `params`, `mask`, `seed`, `target`, `counts` and `allocation`;
+    the caller supplies the model parts (`apply_fn`, `batch_stats`,
+    `input_shape`, `batch`) when the score needs them. Data-free scores never
+    call `batch`, so no data is loaded for them.
+
+    Attributes:
+        params: raw parameters of one replica (host or device arrays, not stacked);
+            the forward pass uses `masks.apply(params, mask)`.
+        mask: the current mask (0/1 leaves, the structure of `params`).
+        batch_stats: the BatchNorm running statistics ({} or None without BatchNorm).
+        apply_fn: the Flax model's `apply`, called as
+            `apply_fn({'params': ..., 'batch_stats': ...}, x, train=..., mutable=...)`.
+        seed: an integer seed for random scores (`key` is its PRNG key).
+        batch: returns one batch `(x, y)` of training data on demand: `x` as the model
+            takes it (float, normalized), `y` int labels.
+        input_shape: one example's shape as the model takes it, e.g. (32, 32, 3); for
+            data-free scores (SynFlow). None: taken from `batch()` (as the authors do).
+        target: the number of prunable weights this step keeps (set by `prune`).
+        counts: {layer name: kept count} of this step, or None for 'global' (set by `prune`).
+        allocation: the step's allocation rule (set by `prune`).
+    """
+
+    params: PyTree = None
+    mask: PyTree = None
+    batch_stats: PyTree = None
+    apply_fn: Callable | None = None
+    seed: int = 0
+    batch: Callable[[], tuple[Any, Any]] | None = None
+    input_shape: tuple[int, ...] | None = None
+    target: int | None = None
+    counts: dict[str, int] | None = None
+    allocation: str = "global"
+
+    @property
+    def key(self) -> jax.Array:
+        """`jax.random.PRNGKey(seed)`."""
+        return jax.random.PRNGKey(int(self.seed))
+
+    def variables(self, params: PyTree, batch_stats: PyTree | None = None) -> dict:
+        """Flax variables {'params': params, 'batch_stats': ...} (no empty statistics)."""
+        stats = self.batch_stats if batch_stats is None else batch_stats
+        return {"params": params, "batch_stats": stats} if stats else {"params": params}
+
+    def example_shape(self) -> tuple[int, ...]:
+        """`input_shape`, or the shape of one example of `batch()` when it is not set."""
+        if self.input_shape is not None:
+            return tuple(int(d) for d in self.input_shape)
+        if self.batch is None:
+            raise ValueError("the score needs the model's input shape: set "
+                             "ScoreContext.input_shape (or batch)")
+        return tuple(np.shape(self.batch()[0])[1:])
 
 
 def magnitude_scores(params: PyTree, mask: PyTree) -> dict[str, np.ndarray]:
@@ -228,35 +300,58 @@ def planned_counts(mask: PyTree, target: int, allocation: str,
         'balanced' and 'erk', whose previous level may keep fewer than `target`).
     """
     if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}; expected one of {ALLOCATIONS}")
+        raise ValueError(f"unknown allocation {allocation!r}; expected one of "
+                         f"{tuple(ALLOCATIONS)}")
     layers = masks.prunable_leaves(mask, params_like)
-    names = list(layers)
     caps = np.array([int(np.count_nonzero(np.asarray(m))) for m in layers.values()], np.int64)
     shapes = [tuple(int(d) for d in np.shape(m)) for m in layers.values()]
-    sizes = [int(np.prod(s)) for s in shapes]
-    # The authors' rules size layers from d*N and the full sizes, whatever the previous
-    # level kept (which is below d*N while layers are capped); the others keep exactly
-    # `target` of the unpruned weights.
-    paper = allocation in ("balanced", "erk")
-    limit = sum(sizes) if paper else int(caps.sum())
-    if not 0 <= target <= limit:
-        raise ValueError(f"cannot keep {target} weights: only {limit} "
-                         f"{'prunable' if paper else 'unpruned'}")
-    if allocation == "global":
-        return None
-    if paper:
-        rule = _paper_balanced if allocation == "balanced" else _paper_erk
-        planned = rule(target, sizes if allocation == "balanced" else shapes)
-        counts = np.minimum(np.array(planned, np.int64), caps)
-    else:
-        if allocation in ("layerwise", "uniform"):
-            weights = np.array(sizes, np.float64)
-        elif allocation == "balanced_exact":
-            weights = np.ones(len(names))
-        else:  # erk_exact: density ~ sum(dims) / size, so count ~ sum(dims)
-            weights = np.array([sum(s) for s in shapes], np.float64)
-        counts = _water_fill(target, caps, weights)
-    return dict(zip(names, (int(c) for c in counts)))
+    counts = ALLOCATIONS[allocation](target, caps, shapes)
+    return None if counts is None else dict(zip(layers, (int(c) for c in counts)))
+
+
+def _exact(target: int, caps: np.ndarray) -> None:
+    if not 0 <= target <= int(caps.sum()):
+        raise ValueError(f"cannot keep {target} weights: only {int(caps.sum())} unpruned")
+
+
+def allocate_global(target, caps, shapes):
+    """One ranking over all layers decides the split (None: no per-layer counts)."""
+    _exact(target, caps)
+    return None
+
+
+def _water_filled(weights_of):
+    def allocate(target, caps, shapes):
+        _exact(target, caps)
+        return _water_fill(target, caps, np.asarray(weights_of(shapes), np.float64))
+    return allocate
+
+
+def _authors(rule, of_shapes: bool):
+    """The authors' rules size layers from d*N and the full sizes, whatever the previous
+    level kept (below d*N while layers are capped); a layer never keeps more than it has
+    unpruned."""
+    def allocate(target, caps, shapes):
+        sizes = [int(np.prod(s)) for s in shapes]
+        if not 0 <= target <= sum(sizes):
+            raise ValueError(f"cannot keep {target} weights: only {sum(sizes)} prunable")
+        return np.minimum(np.array(rule(target, shapes if of_shapes else sizes), np.int64),
+                          caps)
+    return allocate
+
+
+# The registry: allocation (config key `pruning`) -> fn(target, unpruned per layer,
+# layer shapes) -> kept count per layer (None: 'global'). A config file may add one.
+ALLOCATIONS = {
+    "global": allocate_global,
+    "layerwise": _water_filled(lambda shapes: [np.prod(s) for s in shapes]),
+    "uniform": _water_filled(lambda shapes: [np.prod(s) for s in shapes]),
+    "balanced": _authors(lambda t, sizes: _paper_balanced(t, sizes), of_shapes=False),
+    "erk": _authors(lambda t, shapes: _paper_erk(t, shapes), of_shapes=True),
+    "balanced_exact": _water_filled(lambda shapes: [1.0] * len(shapes)),
+    # density ~ sum(dims) / size, so count ~ sum(dims)
+    "erk_exact": _water_filled(lambda shapes: [sum(s) for s in shapes]),
+}
 
 
 def planned_total(mask: PyTree, target: int, allocation: str,
@@ -272,33 +367,271 @@ def planned_total(mask: PyTree, target: int, allocation: str,
     return target if counts is None else sum(counts.values())
 
 
+def score_magnitude(ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """'magnitude': `magnitude_scores(ctx.params, ctx.mask)`, |w| of the unpruned weights."""
+    return magnitude_scores(ctx.params, ctx.mask)
+
+
+def score_random(ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """'random': `random_scores(ctx.params, ctx.mask, ctx.seed)`, uniform draws."""
+    return random_scores(ctx.params, ctx.mask, ctx.seed)
+
+
+def _require_model(ctx: ScoreContext, score: str) -> None:
+    if ctx.apply_fn is None:
+        raise ValueError(f"score {score!r} needs the model: pass prune(..., context="
+                         "ScoreContext(apply_fn=model.apply, batch_stats=..., ...))")
+
+
+def _masked_scores(grads: PyTree, weights: PyTree, mask: PyTree) -> dict[str, np.ndarray]:
+    """|grad * weight| per prunable layer, -1 where `mask` is 0 (host float32)."""
+    g = masks.prunable_leaves(grads, weights)
+    w = masks.prunable_leaves(weights)
+    m = masks.prunable_leaves(mask, weights)
+    out = {}
+    for name in w:
+        product = np.asarray(g[name], np.float32) * np.asarray(w[name], np.float32)
+        out[name] = np.where(np.asarray(m[name]) > 0, np.abs(product), -1.0).astype(np.float32)
+    return out
+
+
+def snip_scores(ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """'snip': |dL/dw * w| on one training batch (Lee et al. 2019), as the authors compute it.
+
+    imp-lrr-lts `main.py`, `prune_snip`: after a level's training (the model is
+    in eval mode, `validate` ran last), zero the gradients, take the first
+    batch of the (shuffled, augmented) training loader, back-propagate the
+    mean cross-entropy, and score every `ConvMask` weight by
+    `|weight.grad * weight * mask|`. Their forward uses `mask * weight`, so
+    `weight.grad` is the gradient g with respect to the masked weight times the
+    mask: the score is |g * w| on unpruned weights and 0 on pruned ones. Here:
+    g = d mean-CE / d(w * m) of `ctx.batch()` at the masked weights, BatchNorm
+    with its running statistics (their eval mode), the raw (unmasked) w, and -1
+    on pruned weights.
+    Unlike their `kthvalue` threshold (which prunes every score <= it, ties
+    included), `prune` keeps exactly the planned count.
+
+    Args:
+        ctx: needs `apply_fn` and `batch`; uses `batch_stats` when the model has BatchNorm.
+
+    Returns:
+        {layer name: float32 scores}, -1 for pruned weights.
+    """
+    _require_model(ctx, "snip")
+    if ctx.batch is None:
+        raise ValueError("score 'snip' needs training data: set ScoreContext.batch")
+    x, y = ctx.batch()
+    x, y = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+
+    def loss(effective):
+        logits = ctx.apply_fn(ctx.variables(effective), x, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.jit(jax.grad(loss))(masks.apply(ctx.params, ctx.mask))
+    scores = _masked_scores(grads, ctx.params, ctx.mask)
+    if any(np.isnan(v).any() for v in scores.values()):
+        raise ValueError("score 'snip': the loss gradient has NaNs")
+    return scores
+
+
+def synflow_gradients(ctx: ScoreContext) -> Callable[[PyTree], PyTree]:
+    """The SynFlow gradient as a compiled function of the mask.
+
+    The network is made all-positive: every parameter (kernels, biases,
+    BatchNorm scale and bias) and every BatchNorm running statistic is replaced
+    by its absolute value, as the authors' `linearize` does to the whole
+    `state_dict`; pruned kernel entries are zero (the forward pass uses
+    |w| * m). R = sum of the logits for one all-ones input of the model's input
+    shape, BatchNorm in eval mode (running statistics, the authors' and Tanaka
+    et al.'s `model.eval()`).
+
+    Returns:
+        `grad(mask) -> dR/d(|w| * m)`, a pytree like `ctx.params`.
+    """
+    positive = jax.tree.map(lambda v: jnp.abs(jnp.asarray(v, jnp.float32)), ctx.params)
+    stats = jax.tree.map(lambda v: jnp.abs(jnp.asarray(v)), ctx.batch_stats or {})
+    ones = jnp.ones((1, *ctx.example_shape()), jnp.float32)
+
+    def flow(mask):
+        def total(effective):
+            return jnp.sum(ctx.apply_fn(ctx.variables(effective, stats), ones, train=False))
+
+        return jax.grad(total)(masks.apply(positive, mask))
+
+    return jax.jit(flow)
+
+
+def synflow_scores(ctx: ScoreContext, *, rounds: int = 1) -> dict[str, np.ndarray]:
+    """'synflow': data-free |dR/dtheta * theta| of the all-positive network (Tanaka et al. 2020).
+
+    As the authors' imp-lrr-lts `main.py`, `prune_synflow`, which follows
+    Tanaka et al.'s SynFlow pruner: `linearize` (every `state_dict` entry to its
+    absolute value), an all-ones input of one example's shape (taken from a
+    training batch there; `ctx.input_shape` here, so no data is loaded), the
+    model in eval mode (their `validate` ran last), `sum(model(input)).backward()`,
+    score `|mask * weight.grad * weight|` = |dR/d(|w| m)| * |w| on unpruned
+    weights; then the signs are restored (`nonlinearize`). float32, as theirs
+    (`model.double()` is commented out there): the output grows exponentially
+    with depth, and ResNet-56 overflows at initialization (a ValueError here;
+    inf/NaN scores in float32 PyTorch); ResNet-20, VGG-16/19 stay finite.
+
+    Differences: their `prune_synflow` does not zero the gradients before the
+    backward pass (only after it), so their scores also hold the last training
+    step's gradient times |w|; that is left out here. Their threshold prunes every
+    score <= the k-th value (ties included); here the planned count is kept exactly.
+
+    Rounds: the authors score once per pruning step (one call per level, the
+    level loop's 0.8^k schedule being the iteration). With `rounds` R > 1 the
+    step is itself iterated as Tanaka et al.'s `prune_loop`: from the c0
+    unpruned weights to the target T, round r (1..R-1) recomputes the scores on
+    the current mask and keeps round(c0 * (T / c0)^(r / R)) (their exponential
+    schedule; per layer for a per-layer allocation, never below the layer's
+    final count); the scores of round R are returned, with -1 on every weight
+    pruned so far, so `prune` keeps exactly the planned count from them.
+
+    Args:
+        ctx: needs `apply_fn` and `input_shape` (or `batch`); `target` and `counts`
+            (set by `prune`) when `rounds` > 1.
+        rounds: pruning rounds within this step (1 = the authors').
+
+    Returns:
+        {layer name: float32 scores}, -1 for pruned weights.
+
+    Raises:
+        ValueError: missing context, or non-finite scores (float32 overflow).
+    """
+    _require_model(ctx, "synflow")
+    rounds = int(rounds)
+    if rounds < 1:
+        raise ValueError(f"synflow needs rounds >= 1, got {rounds}")
+    if rounds > 1 and ctx.target is None:
+        raise ValueError("synflow with several rounds needs the step's target: call it "
+                         "through prune()")
+    grad = synflow_gradients(ctx)
+    mask = jax.tree.map(lambda m: np.asarray(m, np.float32), ctx.mask)
+    positive = jax.tree.map(lambda v: np.abs(np.asarray(v, np.float32)), ctx.params)
+    start = {n: int(np.count_nonzero(m)) for n, m in masks.prunable_leaves(mask, positive).items()}
+    for r in range(1, rounds + 1):
+        scores = _masked_scores(grad(mask), positive, mask)
+        if not all(np.isfinite(v).all() for v in scores.values()):
+            raise ValueError("score 'synflow': non-finite scores: the all-positive network's "
+                             "output overflows float32 (it grows with depth: ResNet-56 at "
+                             "initialization does; ResNet-20 and VGG-19 reach ~1e23)")
+        if r == rounds:
+            return scores
+        keep = _round_keep(scores, start, ctx, r / rounds)
+        mask = _with_layers(mask, ctx.params, keep)
+    raise AssertionError("unreachable")
+
+
+def synflow_iterative_scores(ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """'synflow_iterative': `synflow_scores` in `SYNFLOW_ROUNDS` rounds within each step."""
+    return synflow_scores(ctx, rounds=SYNFLOW_ROUNDS)
+
+
+def _round_keep(scores: dict[str, np.ndarray], start: dict[str, int], ctx: ScoreContext,
+                fraction: float) -> dict[str, np.ndarray]:
+    """Which weights survive an intermediate round of a pruning step.
+
+    c0 * (T / c0)^fraction of them, c0 the unpruned count at the start of the
+    step and T its planned count (over all layers for 'global', per layer
+    otherwise), never fewer than T.
+    """
+
+    def count(unpruned: int, final: int) -> int:
+        if unpruned == 0:
+            return 0
+        return min(unpruned, max(final, int(round(unpruned * (final / unpruned) ** fraction))))
+
+    if ctx.counts is None:
+        names = list(scores)
+        flat = np.concatenate([scores[n].reshape(-1) for n in names])
+        keep_flat = keep_top_k(flat, count(sum(start.values()), int(ctx.target)))
+        offsets = np.cumsum([0] + [scores[n].size for n in names])
+        return {n: keep_flat[offsets[i]:offsets[i + 1]].reshape(scores[n].shape)
+                for i, n in enumerate(names)}
+    return {n: keep_top_k(s, count(start[n], int(ctx.counts[n]))) for n, s in scores.items()}
+
+
+def _with_layers(mask: PyTree, params_like: PyTree, layers: dict[str, np.ndarray]) -> PyTree:
+    """`mask` with its prunable leaves replaced by `layers` (float32 0/1)."""
+
+    def leaf(path, old, _):
+        name = masks.path_name(path)
+        return layers[name].astype(np.float32) if name in layers else old
+
+    return jax.tree_util.tree_map_with_path(leaf, mask, params_like)
+
+
+# The registry: score name (config key `score`) -> fn(ScoreContext) -> {layer: scores}.
+SCORES = {
+    "magnitude": score_magnitude,
+    "random": score_random,
+    "snip": snip_scores,
+    "synflow": synflow_scores,
+    "synflow_iterative": synflow_iterative_scores,
+}
+
+
+def _checked_scores(raw: dict, mask: PyTree, params: PyTree, score: str) -> dict[str, np.ndarray]:
+    """A score function's output as float32 arrays, pruned weights at -inf (ranked last).
+
+    Raises:
+        ValueError: a missing or misshapen layer, or NaN on an unpruned weight.
+    """
+    current = masks.prunable_leaves(mask, params)
+    out = {}
+    for name, m in current.items():
+        if name not in raw:
+            raise ValueError(f"score {score!r} returned no scores for layer {name!r}")
+        s = np.asarray(raw[name], np.float32)
+        if s.shape != np.shape(m):
+            raise ValueError(f"score {score!r}: layer {name!r} has shape {s.shape}, "
+                             f"expected {np.shape(m)}")
+        unpruned = np.asarray(m) > 0
+        if np.isnan(s).any() and np.isnan(s[unpruned]).any():
+            raise ValueError(f"score {score!r}: NaN scores in layer {name!r}")
+        out[name] = np.where(unpruned, s, np.float32(-np.inf))
+    return out
+
+
 def prune(params: PyTree, mask: PyTree, target: int, *, allocation: str = "global",
-          score: str = "magnitude", seed: int = 0) -> PyTree:
+          score: str | Callable = "magnitude", seed: int = 0,
+          context: ScoreContext | None = None) -> PyTree:
     """The next mask: keep `planned_counts(mask, target, allocation)` of the unpruned weights.
 
     That is exactly `target` prunable weights for 'global' and the exact
     allocations, and the authors' per-layer counts for 'balanced' and 'erk'
-    (`planned_total` gives the total).
+    (`planned_total` gives the total), whatever the score.
 
     Args:
-      params: the trained (raw) parameters; pruned entries are ignored.
+      params: the trained (raw) parameters of one replica; pruned entries are ignored.
       mask: the current mask; the new mask is a subset of it.
       target: the level's scheduled number of prunable weights, round(d * N).
       allocation: one of ALLOCATIONS.
-      score: one of SCORES: 'magnitude' (|w|) or 'random'.
-      seed: seed of the random scores.
+      score: a key of SCORES ('magnitude', 'random', 'snip', 'synflow', ...) or a
+        function of a `ScoreContext`.
+      seed: seed of the random scores (`ScoreContext.seed`).
+      context: the model parts a score needs (`apply_fn`, `batch_stats`,
+        `input_shape`, `batch`); `params`, `mask`, `seed`, `target`, `counts` and
+        `allocation` are filled in from this call. None: a context without a model,
+        enough for 'magnitude' and 'random'.
 
     Returns:
       A mask pytree (float32 0/1 numpy arrays) with the structure of `params`.
     """
-    if score == "magnitude":
-        scores = magnitude_scores(params, mask)
-    elif score == "random":
-        scores = random_scores(params, mask, seed)
+    if callable(score):
+        fn, name = score, getattr(score, "__name__", "custom")
+    elif score in SCORES:
+        fn, name = SCORES[score], score
     else:
-        raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
-    sizes = {n: s.size for n, s in scores.items()}
+        raise ValueError(f"unknown score {score!r}; expected one of {tuple(SCORES)}")
     counts = planned_counts(mask, target, allocation, params)
+    ctx = dataclasses.replace(context if context is not None else ScoreContext(),
+                              params=params, mask=mask, seed=seed, target=target,
+                              counts=counts, allocation=allocation)
+    scores = _checked_scores(fn(ctx), mask, params, name)
+    sizes = {n: s.size for n, s in scores.items()}
     if counts is None:
         names = list(scores)
         flat = np.concatenate([scores[n].reshape(-1) for n in names])
@@ -308,7 +641,7 @@ def prune(params: PyTree, mask: PyTree, target: int, *, allocation: str = "globa
                 for i, n in enumerate(names)}
     else:
         keep = {n: keep_top_k(scores[n], counts[n]) for n in scores}
-    if any(((k) & (scores[n] < 0)).any() for n, k in keep.items()):
+    if any((k & (scores[n] == -np.inf)).any() for n, k in keep.items()):
         raise ValueError(f"cannot keep {target} weights: fewer are unpruned")
 
     def new_leaf(path, leaf, old):

@@ -36,19 +36,61 @@ import dataclasses
 import jax
 import numpy as np
 
-from lrr_jax import config_base
-
 DATA_ORDERS = ("per_replica", "shared")
+# A method entry `TARGET@SOURCE` (e.g. 'lrr@imp'): method TARGET trained on the masks of
+# this run's SOURCE replica of the same seed and perturbation.
+MASK_FROM = "@"
+
+
+def parse_list(value, cast=str) -> list:
+    """'a,b' or ('a', 'b') -> [cast(a), cast(b)]."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        items = list(value)
+    return [cast(v) for v in items]
+
+
+def methods_of(config) -> list[str]:
+    """The run's method entries: `config.methods`, or `config.method` alone."""
+    return parse_list(config.methods) if config.methods else [config.method]
+
+
+def replica_settings(config) -> list[tuple[int, float]]:
+    """(seed, perturb_prob) of each replica of a method: every probability x num_replicas seeds."""
+    probs = parse_list(config.perturb_probs, float)
+    return [(int(config.seed) + s, p) for p in probs for s in range(int(config.num_replicas))]
+
+
+def split_entry(entry: str) -> tuple[str, str | None]:
+    """'lrr@imp' -> ('lrr', 'imp'); 'lrr' -> ('lrr', None)."""
+    target, at, source = entry.partition(MASK_FROM)
+    return (target, source) if at else (entry, None)
 
 
 @dataclasses.dataclass(frozen=True)
 class Replica:
-    """One model of the run: what it is (method, seed, p) and where its outputs go (index)."""
+    """One model of the run: what it is (method entry, seed, p) and where its outputs go.
+
+    `method` is the run's method entry and names its run directory: 'lrr', or
+    'lrr@imp' for LRR on the masks of this run's IMP replica of the same seed
+    and perturbation (`rewind` 'lrr', `mask_from` 'imp').
+    """
 
     method: str
     seed: int
     perturb_prob: float
     index: int  # its position among the replicas of its method (results.csv `replica`)
+
+    @property
+    def rewind(self) -> str:
+        """The method that decides where each level starts (`rewind.MODES`)."""
+        return split_entry(self.method)[0]
+
+    @property
+    def mask_from(self) -> str | None:
+        """The method entry whose replica gives this one its masks, or None."""
+        return split_entry(self.method)[1]
 
     @property
     def name(self) -> str:
@@ -58,10 +100,19 @@ class Replica:
 def from_config(config) -> list[Replica]:
     """Every replica of `config`: methods x perturbation probabilities x seeds, in that order."""
     out = []
-    for method in config_base.methods_of(config):
-        for i, (seed, prob) in enumerate(config_base.replica_settings(config)):
+    for method in methods_of(config):
+        for i, (seed, prob) in enumerate(replica_settings(config)):
             out.append(Replica(method, seed, prob, i))
     return out
+
+
+def mask_sources(reps) -> np.ndarray:
+    """For each position, the position of the replica it takes its masks from (itself
+    unless its method entry is TARGET@SOURCE: the SOURCE replica of the same seed and p)."""
+    where = {(r.method, r.seed, float(r.perturb_prob)): i for i, r in enumerate(reps)}
+    return np.asarray([i if r.mask_from is None else
+                       where[(r.mask_from, r.seed, float(r.perturb_prob))]
+                       for i, r in enumerate(reps)], np.int64)
 
 
 def groups(count: int, replica_batch: int) -> list[list[int]]:

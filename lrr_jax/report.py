@@ -68,6 +68,8 @@ TRANSFER_FIGURES = {  # study group -> (figure file, figure title)
 BAND_CAPTION = ("Line: mean over seeds; band: ± 1 sample std over seeds, the statistic of the "
                 "tables; n in the legend = seeds per level; dashed grey line: dense (level 0) "
                 "test accuracy.")
+ONE_SEED_CAPTION = ("Line: one seed per level (no band); n in the legend = seeds per level; "
+                    "dashed grey line: dense (level 0) test accuracy.")
 
 
 def build(paths: list[str], out_dir: str) -> list[str]:
@@ -95,10 +97,11 @@ def build(paths: list[str], out_dir: str) -> list[str]:
     made: dict[str, str | None] = {}
     captions: dict[str, str] = {}
     out = lambda name: os.path.join(out_dir, name)
+    caption = lambda members: BAND_CAPTION if plotting.has_band(members) else ONE_SEED_CAPTION
     if series:
         made["Test accuracy vs sparsity"] = figures.accuracy_vs_sparsity(
             plain, out("accuracy_vs_sparsity.png"), scale, styles, setting)
-        captions["Test accuracy vs sparsity"] = BAND_CAPTION
+        captions["Test accuracy vs sparsity"] = caption(plain)
     flip_series = [s for s in plain if any(
         row.get("sign_flip_frac_vs_init") is not None
         or row.get("sign_flip_frac_vs_prev") is not None for row in s.rows)]
@@ -107,7 +110,9 @@ def build(paths: list[str], out_dir: str) -> list[str]:
             flip_series, out("sign_flips.png"), styles, setting)
         captions["Sign flips vs sparsity"] = (
             "Left: unpruned weights whose sign differs from θ0; right: from the previous "
-            "level's final weights (own y scale). Line: mean, band: ± 1 sample std over seeds.")
+            "level's final weights (own y scale). " + ("Line: mean, band: ± 1 sample std over "
+                                                       "seeds." if plotting.has_band(flip_series)
+                                                       else "Line: one seed per level."))
     plain_by_label = {s.label: s for s in plain}
     for label, rows in series_lib.flip_rows_by_series(found, series).items():
         if label in plain_by_label:
@@ -119,13 +124,15 @@ def build(paths: list[str], out_dir: str) -> list[str]:
         if group in groups:
             made[title] = figures.transfer(groups[group], out(name), scale, styles,
                                            title=title, setting=setting)
-            captions[title] = BAND_CAPTION + " Bars: the same mean ± std at selected levels."
+            captions[title] = caption(groups[group]) + (
+                " Bars: the same mean ± std at selected levels."
+                if plotting.has_band(groups[group]) else " Bars: the same at selected levels.")
     made["Sign perturbation"] = figures.perturbation(
         groups.get("Sign perturbation", []), out("perturbation.png"), scale, styles,
         setting=setting)
     note = figures.recovery_text(groups.get("Sign perturbation", []))
-    captions["Sign perturbation"] = BAND_CAPTION + (f" {note[0].upper()}{note[1:]}."
-                                                    if note else "")
+    captions["Sign perturbation"] = caption(groups.get("Sign perturbation", [])) + (
+        f" {note[0].upper()}{note[1:]}." if note else "")
     lmc_items = [(path, item) for path in discover.find_files(paths, discover.LMC_FILE)
                  for item in _as_list(discover.read_json(path))]
     made["Linear mode connectivity"] = figures.lmc(

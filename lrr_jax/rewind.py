@@ -4,10 +4,10 @@ The level loop prunes first (a new mask) and then calls the rewind of the
 replica's method on the finished level's state. Every mode leaves the mask
 alone and sets the step to 0, which restarts the learning-rate schedule.
 
-`TABLE` says, per method, where each part of the start-of-level state comes
+`table` says, per method, where each part of the start-of-level state comes
 from: 'finished' (the level just trained, kept), 'init' (theta_0), 'point'
 (the rewind point: the end of the warm-up) or 'zeros'. It is the paper
-code's table (PAPER.md, "Methods"); `invariants.check_rewind` checks every
+code's table (imp-lrr-lts main.py's rewinds); `invariants.check_rewind` checks every
 rewind against it and `tests/test_rewind.py` writes it out again by hand.
 
 | method | kernels (and biases) | BN scale/bias | BN running stats | optimizer state |
@@ -22,12 +22,13 @@ rewind against it and `tests/test_rewind.py` writes it out again by hand.
 restores the rewind point's optimizer state for lrr, as the paper code's
 `reset_only_weight_sign` reloads `optimizer_{name}.pt` (imp-lrr-lts main.py:1405).
 
-To add a mode: write its function here, register it in `MODES` and its row
-in `TABLE`, and add its test to tests/test_rewind.py.
+To add a mode: write its function and register it with its table row in
+`MODES` (here, or from a config file), and add its test to tests/test_rewind.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -102,42 +103,53 @@ def learning_rate_rewind_bn(state, *, init=None, point, reset_momentum=False,
                                   opt_state=point.opt_state))
 
 
-# The registry: method name -> its rewind. Validation checks membership here.
-MODES: dict[str, Callable] = {
-    "imp": rewind_to_init,
-    "wr": weight_rewind,
-    "lrr": learning_rate_rewind,
-    "lrr_bn_rewind": learning_rate_rewind_bn,
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """A method's rewind and its row of the table.
+
+    `row`: where each of `PARTS` of the start-of-level state comes from
+    (`SOURCES`); `invariants.check_rewind` checks `rewind` against it.
+    """
+
+    rewind: Callable
+    row: dict
+
+    @property
+    def needs_point(self) -> bool:
+        """Whether it rewinds to the end of the warm-up (which must then lie within a level)."""
+        return "point" in self.row.values()
+
+
+# The registry: method name -> Mode. Validation and --help read it; a config file may add one.
+MODES: dict[str, Mode] = {
+    "imp": Mode(rewind_to_init, {"weights": "init", "bn_params": "init",
+                                 "batch_stats": "finished", "opt_state": "init"}),
+    "wr": Mode(weight_rewind, {"weights": "point", "bn_params": "point",
+                               "batch_stats": "finished", "opt_state": "point"}),
+    "lrr": Mode(learning_rate_rewind, {"weights": "finished", "bn_params": "finished",
+                                       "batch_stats": "finished", "opt_state": "finished"}),
+    "lrr_bn_rewind": Mode(learning_rate_rewind_bn, {
+        "weights": "finished", "bn_params": "point", "batch_stats": "point",
+        "opt_state": "point"}),
 }
-METHODS = tuple(MODES)
-# Methods that rewind to the end of the warm-up (so it must lie within a level).
-NEEDS_POINT = ("wr", "lrr_bn_rewind")
 
 
 def table(method: str, *, reset_momentum: bool = False, rewind_batch_stats: bool = False,
           optimizer_from_point: bool = False) -> dict[str, str]:
-    """Where each of `PARTS` of the start-of-level state comes from, for `method`."""
-    rows = {
-        "imp": {"weights": "init", "bn_params": "init", "batch_stats": "finished",
-                "opt_state": "init"},
-        "wr": {"weights": "point", "bn_params": "point", "batch_stats": "finished",
-               "opt_state": "point"},
-        "lrr": {"weights": "finished", "bn_params": "finished", "batch_stats": "finished",
-                "opt_state": "finished"},
-        "lrr_bn_rewind": {"weights": "finished", "bn_params": "point", "batch_stats": "point",
-                          "opt_state": "point"},
-    }
-    row = dict(rows[method])
-    if rewind_batch_stats and method in ("imp", "wr"):
+    """Where each of `PARTS` of the start-of-level state comes from, for `method` and the
+    options: `rewind_batch_stats` takes BN running statistics from where the weights come
+    (a mode that rewinds its weights); `reset_momentum` zeroes, and `optimizer_from_point`
+    takes from the rewind point, an optimizer state the mode keeps (LRR)."""
+    row = dict(MODES[method].row)
+    rewinds_weights = row["weights"] in ("init", "point")
+    if rewind_batch_stats and rewinds_weights:
         row["batch_stats"] = row["weights"]
-    if reset_momentum and method == "lrr":
-        row["opt_state"] = "zeros"
-    if optimizer_from_point and method == "lrr":
-        row["opt_state"] = "point"
+    if row["opt_state"] == "finished":
+        if optimizer_from_point:
+            row["opt_state"] = "point"
+        elif reset_momentum:
+            row["opt_state"] = "zeros"
     return row
-
-
-TABLE = {m: table(m) for m in METHODS}
 
 
 def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
@@ -145,7 +157,7 @@ def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
     """Start-of-level state for `method` from the finished level's state (mask already new).
 
     Args:
-      method: one of METHODS.
+      method: a key of MODES.
       state: the finished level's state with the new mask.
       init: theta_0's state (IMP's rewind target).
       point: the warm-up state (WR's and LRR-BN's rewind target).
@@ -155,7 +167,7 @@ def for_method(method: str, state, *, init, point, reset_momentum: bool = False,
         with init signs; takes precedence over reset_momentum).
     """
     if method not in MODES:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    return MODES[method](state, init=init, point=point, reset_momentum=reset_momentum,
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(MODES)}")
+    return MODES[method].rewind(state, init=init, point=point, reset_momentum=reset_momentum,
                          rewind_batch_stats=rewind_batch_stats,
                          optimizer_from_point=optimizer_from_point)

@@ -39,7 +39,7 @@ _IDENTITY = (
     _c("mask_source", str, "run the masks came from ('' = own pruning)", True),
     _c("sign_source", str, "run the signs came from ('' = own)", True),
     _c("sign_transfer", str, "'' | source_signs | own_signs | init_signs | "
-       "shuffled_init_magnitudes", True),
+       "shuffled_all_init_magnitudes | shuffled_init_magnitudes", True),
 )
 
 RESULT_COLUMNS: tuple[Column, ...] = (
@@ -50,8 +50,8 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("density", float, "unpruned / prunable weights while the level trained"),
     _c("test_acc", float, "test accuracy after the level's last epoch"),
     _c("best_epoch_test_acc", float,
-       "best test accuracy over the evaluated epochs of this level (not the paper code's "
-       "best_acc1, which is the best over levels' final accuracies)"),
+       "best test accuracy over the evaluated epochs of this level (the paper code's "
+       "best_acc1 is this, of its last level only)"),
     _c("test_loss", float, "test loss after the level's last epoch"),
     _c("train_loss", float, "mean training loss of the last epoch"),
     _c("train_acc", float, "mean training accuracy of the last epoch"),

@@ -23,10 +23,13 @@ method of this run; replica i of any method here uses the source's replica i.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, replicas, signs, train
+from lrr_jax import checkpoints, replicas, signs, train
 from lrr_jax.errors import ConfigError
 
 
@@ -84,17 +87,30 @@ def optimizer_from_point(config) -> bool:
     return config.sign_transfer == "init_signs" and config.init_signs_from == "rewind_point"
 
 
-def transfer_signs(config, reps, level: int, state, init, point, trained_params, source):
+@dataclasses.dataclass(frozen=True)
+class SignInputs:
+    """Where a sign transfer takes signs and magnitudes from (stacked, one per replica):
+    theta_0, the rewind point, the replicas' trained weights of the previous level, and
+    the sign source run's weights (None without one)."""
+
+    init: Any
+    point: Any
+    trained_params: Any
+    source: Any = None
+
+
+def transfer_signs(config, reps, level: int, state, inputs: SignInputs):
     """Apply `config.sign_transfer` to each replica of a start-of-level state.
 
     Without a sign source the signs are the replica's own trained ones: level
-    k-1's final weights before the rewind (`trained_params`; paper code:
-    reset_weight_amplitude). 'init_signs' takes the signs of `point` (the
-    rewind point) or of `init` (theta_0), per `init_signs_from`.
+    k-1's final weights before the rewind (`inputs.trained_params`; paper code:
+    reset_weight_amplitude). 'init_signs' takes the signs of the rewind point
+    or of theta_0, per `init_signs_from`.
     """
-    sign_of = source if source is not None else trained_params
+    sign_of = inputs.source if inputs.source is not None else inputs.trained_params
+    init = inputs.init
     if optimizer_from_point(config):  # init_signs from the rewind point
-        init = point  # the paper code's model_{name}_init.pt: the end of the warm-up
+        init = inputs.point  # the paper code's model_{name}_init.pt: the end of the warm-up
     one = replicas.one
     out = [signs.transfer(config.sign_transfer, one(state.params, i), one(init.params, i),
                           one(sign_of, i), one(state.mask, i), seed=r.seed * 1000 + level)
@@ -132,7 +148,7 @@ def perturbation_keys(config, reps, level: int, epoch: int) -> jax.Array:
         return np.stack([np.asarray(jax.random.fold_in(replicas.epoch_key(r.seed, level, epoch),
                                                        7)) for r in reps])
     shared = jax.random.fold_in(replicas.epoch_key(int(config.seed), level, epoch), 7)
-    keys = np.asarray(jax.random.split(shared, len(config_base.replica_settings(config))))
+    keys = np.asarray(jax.random.split(shared, len(replicas.replica_settings(config))))
     return keys[np.asarray([r.index for r in reps])]
 
 

@@ -59,6 +59,11 @@ INIT_MODES = ("balanced", "independent")
 _CHUNK = 160
 
 QUADRANTS = ("w0>0,a0>0", "w0>0,a0<0", "w0<0,a0>0", "w0<0,a0<0")
+# The experiment's own config keys (configs/single_neuron.py explains them) and defaults.
+DEFAULTS = {"theory_dim": 10, "theory_num_inits": 10000, "theory_steps": 4000,
+            "theory_lr": 0.01, "theory_num_inputs": 128, "theory_init_scale": 1.0,
+            "theory_init": "balanced", "theory_compare_inits": True, "theory_threshold": 1e-3,
+            "theory_grid_size": 41, "theory_grid_range": 2.0}
 
 
 def _settings(config) -> dict:
@@ -73,18 +78,21 @@ def _settings(config) -> dict:
     Raises:
         errors.ConfigError: on an invalid value.
     """
+    def get(key):
+        return config.get(key, DEFAULTS[key])
+
     s = {
-        "d": int(config.get("theory_dim", 10)),
-        "num_inits": int(config.get("theory_num_inits", 10000)),
-        "steps": int(config.get("theory_steps", 4000)),
-        "lr": float(config.get("theory_lr", 0.01)),
-        "n_inputs": int(config.get("theory_num_inputs", 128)),
-        "init_scale": float(config.get("theory_init_scale", 1.0)),
-        "init": str(config.get("theory_init", "balanced")),
-        "compare_inits": bool(config.get("theory_compare_inits", True)),
-        "threshold": float(config.get("theory_threshold", 1e-3)),
-        "grid_size": int(config.get("theory_grid_size", 41)),
-        "grid_range": float(config.get("theory_grid_range", 2.0)),
+        "d": int(get("theory_dim")),
+        "num_inits": int(get("theory_num_inits")),
+        "steps": int(get("theory_steps")),
+        "lr": float(get("theory_lr")),
+        "n_inputs": int(get("theory_num_inputs")),
+        "init_scale": float(get("theory_init_scale")),
+        "init": str(get("theory_init")),
+        "compare_inits": bool(get("theory_compare_inits")),
+        "threshold": float(get("theory_threshold")),
+        "grid_size": int(get("theory_grid_size")),
+        "grid_range": float(get("theory_grid_range")),
         "seed": int(config.get("seed", 0)),
     }
     if s["d"] < 2:
@@ -427,6 +435,24 @@ def run(config, workdir: str) -> dict:
         other = _summary_d(out, slice(num, 2 * num), s["threshold"])
         result["other_init"] = {"init": modes[1], **other}
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "theory.json"), "w") as f:
+    path = os.path.join(workdir, "theory.json")
+    with open(path, "w") as f:
         json.dump(result, f, indent=2)
+    print(summary(result), f"wrote {path} (figure: python -m lrr_jax.report {workdir})",
+          sep="\n", flush=True)
     return result
+
+
+def summary(result: dict) -> str:
+    """The rates of a `run` result as the lines the entry point prints at the end."""
+    lines = [f"single hidden neuron: {result['num_inits']} initializations per row, success = "
+             f"final loss < {result['threshold']:g} x the zero predictor's",
+             "| a(0) init | IMP | LRR | dense | mask correct |", "|:--|--:|--:|--:|--:|"]
+    for r in (result, result.get("other_init")):
+        if r:
+            lines.append(f"| {r['init']} (d = {result['d']}) | {r['imp_success_rate']:.3f} | "
+                         f"{r['lrr_success_rate']:.3f} | {r['dense_success_rate']:.3f} | "
+                         f"{r['mask_correct_rate']:.3f} |")
+    lines.append("d = 1, success per quadrant of (w0, a0): " + ", ".join(
+        f"{k} {v['success_rate']:.2f}" for k, v in result["d1"]["quadrants"].items()))
+    return "\n".join(lines)

@@ -9,7 +9,10 @@ compile-only devices libtpu describes for that topology
 `train_compile.py`). Nothing runs and no data is read beyond its shapes: the
 arguments are `jax.ShapeDtypeStruct`s of the state (from `jax.eval_shape` of
 the initializer) and of the data as `engine.make` places it (shapes from the
-dataset when it is prepared, else its standard sizes, `plan.NOMINAL`).
+dataset when it is prepared, else its standard sizes, `data.real_sizes`). The
+epochs are `engine.epoch_program`, the builder the run itself uses: with the
+on-device pipeline a scan over the resident split, with the streamed one
+(`input_pipeline='stream'`, ImageNet) one step taking its batch as an argument.
 
 What comes from the TPU compiler (libtpu): whether each program compiles, its
 `memory_analysis()` per chip (arguments, temporaries, outputs, generated code,
@@ -28,11 +31,11 @@ epoch's once-per-epoch work outside the scan (the FLOPs include it too, about
 Memory per chip while a program runs is what stays resident for the whole run
 plus the program's own memory (temporaries, code, outputs it does not write
 into donated arguments). Resident: the training and test splits (`engine.make`
-places both once, on every chip) and the state of every replica
-(`epochs.train` places every group's state before an epoch, so `replica_batch`
-bounds the activations of a program, not the state on the chip). The data
-part is computed in one place (`data_arguments`), so an input pipeline that
-streams batches changes only that function and `Programs.resident`.
+places both once, on every chip; a streamed run holds two steps' batches and
+two evaluation batches instead, the step's and the one prefetched) and the
+state of every replica (every group's state is placed before an epoch, so
+`replica_batch` bounds the activations of a program, not the state on the
+chip). The data part is computed in one place (`data_arguments`).
 
 The replica capacity ("how many replicas fit a chip") is the largest replica
 count K of one program whose peak fits the compiler's HBM limit: predicted
@@ -64,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import SingleDeviceSharding
 
-from lrr_jax import faults, models, parallel, train
+from lrr_jax import data, engine, faults, models, parallel, replicas, train
 from lrr_jax.errors import ConfigError
 
 GiB = 2**30
@@ -258,6 +261,7 @@ class Shapes:
     classes: int
     image: bool
     source: str  # where the sizes come from
+    stream: bool = False  # input_pipeline='stream': batches as arguments, nothing resident
 
 
 def data_arguments(config, s: Shapes, backend: parallel.Backend) -> dict:
@@ -270,6 +274,8 @@ def data_arguments(config, s: Shapes, backend: parallel.Backend) -> dict:
     """
     d = backend.num_devices
     x_dtype = np.uint8 if s.image else np.float32
+    if s.stream:
+        return _stream_arguments(config, s, backend, x_dtype)
     sharded = bool(config.shard_train_data)
     if sharded:  # engine.shard_train_data: (D, n // D, ...), each device its block
         per = s.n_train // d
@@ -295,6 +301,46 @@ def data_arguments(config, s: Shapes, backend: parallel.Backend) -> dict:
             "bytes": {"train": train_bytes, "test": sum(_nbytes(v) for v in test.values())}}
 
 
+def _stream_arguments(config, s: Shapes, backend: parallel.Backend, x_dtype) -> dict:
+    """`data_arguments` of a streamed run: one step's batch of each data stream and one
+    evaluation batch, (chips, ...) blocks as `engine` places them (`put_sharded`);
+    'bytes' counts two of each per chip (the one in use and the one prefetched)."""
+    d = backend.num_devices
+    local = int(config.batch_size) // d
+    eval_batch = max(1, min(int(config.eval_batch_size), -(-s.n_test // d)))
+    test = {"test_x": jax.ShapeDtypeStruct((d, eval_batch, *s.test_shape), x_dtype),
+            "test_y": jax.ShapeDtypeStruct((d, eval_batch), np.int32),
+            "test_w": jax.ShapeDtypeStruct((d, eval_batch), np.float32)}
+
+    def batch(streams: int) -> dict:  # one step's (x, y) for `streams` data orders
+        return {"train_x": backend.abstract(jax.ShapeDtypeStruct(
+                    (d, streams, local, *s.shape), x_dtype), sharded=True),
+                "train_y": backend.abstract(jax.ShapeDtypeStruct((d, streams, local), np.int32),
+                                            sharded=True),
+                "bytes": 2 * streams * local * (math.prod(s.shape) * np.dtype(x_dtype).itemsize
+                                                + 4)}
+
+    return {**{k: backend.abstract(v, sharded=True) for k, v in test.items()},
+            "batch": batch, "eval_batch": eval_batch, "sharded": False, "stream": True,
+            "eval_batches": -(-s.n_test // (d * eval_batch)),
+            "bytes": {"train": batch(1)["bytes"], "test": 2 * _nbytes(test) // d}}
+
+
+def _input_shape(config, s: Shapes) -> tuple:
+    """One example's shape as the model sees it, after the on-device train transform
+    (Tiny ImageNet's 64x64 images are seen at 224), as `engine.Engine.input_shape`."""
+    if not s.image:
+        return s.shape
+    host = s.stream and data.train_transform(config) is not None
+    channels = np.zeros(s.shape[-1], np.float32)
+    transform = train.batch_transform(config, True, channels, channels + 1,
+                                      augment_on_device=not host)
+    example = jax.ShapeDtypeStruct((1, *s.shape), np.uint8)
+    out = jax.eval_shape(lambda k, x: transform(k, np.zeros(1, np.int32), x),
+                         jax.ShapeDtypeStruct((2,), np.uint32), example)
+    return tuple(out.shape[1:])
+
+
 def _nbytes(tree) -> int:
     return int(sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize
                    for a in jax.tree.leaves(tree)))
@@ -311,12 +357,23 @@ class Programs:
         channels = shapes.shape[-1] if shapes.image else shapes.shape
         self.mean = np.full(channels, 0.5, np.float32)  # values do not change the program
         self.std = np.full(channels, 0.25, np.float32)
-        self.sample = np.zeros((1, *shapes.shape), np.float32)
+        self.sample = np.zeros((1, *_input_shape(config, shapes)), np.float32)
+        seeds = [replicas.data_seed(config, r) for r in replicas.from_config(config)]
+        self._seeds = seeds  # which data order each replica reads (its stream)
         self.key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
         self.steps_per_epoch = 0
         self.compiled: dict[tuple[str, int], Compiled] = {}
         self._said: set = set()
         self._states: dict = {}
+
+    def streams(self, k: int) -> int:
+        """Data streams (distinct data orders) among k replicas; beyond the config's
+        replicas, in the proportion of its own (a capacity search)."""
+        if self.config.data_order != "per_replica":
+            return 1
+        if k <= len(self._seeds):
+            return len(set(self._seeds[:k]))
+        return math.ceil(k * len(set(self._seeds)) / len(self._seeds))
 
     def _init_fn(self):
         return jax.vmap(lambda k: train.create_state(self.model, self.config, k, self.sample))
@@ -348,15 +405,27 @@ class Programs:
                                         sharding=SingleDeviceSharding(b.devices[0]))
             result = compile_program(program, k, jax.jit(self._init_fn()), (keys,))
         elif program in ("warmup", "level"):
-            fn, self.steps_per_epoch = train.make_train_epoch(
-                apply_fn=self.model.apply, config=config, phase=program,
-                num_train=d["train_x"].shape[1] if d["sharded"] else d["train_x"].shape[0],
-                num_devices=b.num_devices, mean=self.mean, std=self.std,
-                image=self.shapes.image, sharded=d["sharded"],
-                per_replica=config.data_order == "per_replica")
-            mapped = b.map(fn, 4, donate_first=True, sharded=(1, 2) if d["sharded"] else ())
-            result = compile_program(program, k, mapped,
-                                     (state, d["train_x"], d["train_y"], self._keys(k)))
+            info = engine.DataInfo(config.dataset, self.shapes.n_train, self.shapes.n_test,
+                                   self.shapes.shape, self.shapes.classes, self.mean, self.std)
+            mapped, self.steps_per_epoch = engine.epoch_program(
+                config, self.model, b, info, program,
+                pipeline="stream" if self.shapes.stream else "device",
+                host_augment=self.shapes.stream and data.train_transform(config) is not None,
+                shard_rows=d["train_x"].shape[1] if d["sharded"] else 0)
+            if self.shapes.stream:
+                batch, sums = d["batch"](self.streams(k)), jax.ShapeDtypeStruct((k,), np.float32)
+                args = (state, b.abstract({"loss": sums, "acc": sums}), batch["train_x"],
+                        batch["train_y"], self._keys(k),
+                        b.abstract(jax.ShapeDtypeStruct((), np.int32)),
+                        b.abstract(jax.ShapeDtypeStruct((k,), np.int32)))
+            else:
+                args = (state, d["train_x"], d["train_y"], self._keys(k))
+            result = compile_program(program, k, mapped, args)
+        elif program == "eval" and self.shapes.stream:
+            fn = train.make_stream_evaluate(apply_fn=self.model.apply, mean=self.mean,
+                                            std=self.std)
+            result = compile_program(program, k, b.map(fn, 4, sharded=(1, 2, 3)),
+                                     (state, d["test_x"], d["test_y"], d["test_w"]))
         elif program == "eval":
             fn = train.make_evaluate(apply_fn=self.model.apply, num_devices=b.num_devices,
                                      mean=self.mean, std=self.std, eval_batch=d["eval_batch"])
@@ -383,8 +452,13 @@ class Programs:
         """
         epoch = self.compile("level", k)
         state = epoch.aliased if not epoch.refused else self.state_bytes(k)
-        train_chip = epoch.arguments - epoch.aliased if not epoch.refused else \
-            self.data["bytes"]["train"]
+        if self.shapes.stream:  # two steps' batches (in use, prefetched), not the split,
+            # as the chip lays them out (a uint8 NHWC block takes about twice its bytes)
+            train_chip = 2 * (epoch.arguments - epoch.aliased) if not epoch.refused else \
+                self.data["batch"](self.streams(k))["bytes"]
+        else:
+            train_chip = epoch.arguments - epoch.aliased if not epoch.refused else \
+                self.data["bytes"]["train"]
         per_replica = state / k
         out = {"state": state + int(round(others * per_replica)), "state_per_replica": per_replica,
                "train": train_chip, "test": self.data["bytes"]["test"]}
@@ -573,9 +647,6 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
     `say`: prints progress lines (each compile takes seconds to minutes).
     Raises ConfigError when the run would not fit the chip's HBM.
     """
-    if (config.get("input_pipeline") or "resident") != "resident":
-        raise ConfigError("compile_for", f"models the data resident on the chips "
-                          f"(input_pipeline={config.get('input_pipeline')!r} is not yet)")
     generation, name = parse_target(config.compile_for)
     devices = topology(config.compile_for)
     if config.num_devices:
@@ -595,7 +666,8 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
                           f"known (neither in tpu_compile.CHIPS nor stated by the compiler)")
     d = layout["dataset"]
     shapes = Shapes(d["train"], d["test"], tuple(d["example_shape"]),
-                    tuple(d["test_example_shape"]), d["classes"], d["image"], d["sizes"])
+                    tuple(d["test_example_shape"]), d["classes"], d["image"], d["sizes"],
+                    stream=layout["input_pipeline"] == "stream")
     groups = layout["groups"]
     n, kc = sum(groups), groups[0]
     progs = Programs(config, devices, shapes)
@@ -623,7 +695,8 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
     s = layout["schedule"]
     steps = progs.steps_per_epoch
     share = n / kc  # every group runs the programs; their cost scales with the group's size
-    eval_batches = progs.data["test_x"].shape[0] // (len(devices) * progs.data["eval_batch"])
+    eval_batches = progs.data["eval_batches"] if shapes.stream else \
+        progs.data["test_x"].shape[0] // (len(devices) * progs.data["eval_batch"])
     evals = s["levels"] * s["evaluations_per_level"] * eval_batches
     level_steps = s["levels"] * s["epochs_per_level"] * steps
     warm_steps = int(config.warmup_epochs) * steps
@@ -722,9 +795,7 @@ def _child(spec_path: str, result_path: str, status_path: str) -> None:
 
 
 def _probs(config) -> list[float]:
-    from lrr_jax import config_base
-
-    return config_base.parse_list(config.perturb_probs, float)
+    return replicas.parse_list(config.perturb_probs, float)
 
 
 def _version(package: str) -> str:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrr_jax import masks, signs
+from lrr_jax import data, masks, signs
 from lrr_jax.data import augment
 
 AXIS = "data"
@@ -55,24 +55,53 @@ def make_optimizer(config) -> optax.GradientTransformation:
     )
 
 
+def _cosine(config):
+    """The paper's schedules: linear warm-up lr * (e + 1) / warmup_epochs (0.01 -> 0.1 over
+    10 epochs), then per level a cosine from lr to lr_min (alpha = lr_min / lr) over
+    epochs_per_level, per epoch (imp-lrr-lts `warmup_lr`, `cosine_lr`)."""
+    lr, lr_min = float(config.lr), float(config.lr_min)
+    epochs = max(int(config.warmup_epochs), 1)
+    return (optax.linear_schedule(lr / epochs, lr, transition_steps=epochs - 1),
+            optax.cosine_decay_schedule(lr, int(config.epochs_per_level), alpha=lr_min / lr))
+
+
+def _imagenet_step(boundaries):
+    """imp-lrr-lts's ImageNet schedules: the warm-up at 0.1 * lr (`warmup_lr` for
+    `--set imagenet`), each level piecewise constant with drops of 10x at `boundaries`."""
+
+    def make(config):
+        lr = float(config.lr)
+        scales = dict(boundaries)
+        return (optax.constant_schedule(0.1 * lr),
+                optax.piecewise_constant_schedule(scales.pop("init", 1.0) * lr, scales))
+    return make
+
+
+# Learning-rate schedules (`config.lr_schedule`): name -> config -> (warm-up, level), each a
+# function of the epoch index within its phase.
+LR_SCHEDULES = {
+    "cosine": _cosine,
+    # 'imagenet-step-warmup': 0.1*lr for epochs 0-9, lr to 39, 0.1*lr to 69, then 0.01*lr.
+    "imagenet_step_warmup": _imagenet_step({"init": 0.1, 10: 10.0, 40: 0.1, 70: 0.1}),
+    # 'imagenet-step': lr to epoch 39, 0.1*lr to 79, then 0.01*lr.
+    "imagenet_step": _imagenet_step({40: 0.1, 80: 0.1}),
+}
+
+
 def lr_schedule(config, phase: str, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
     """Learning rate as a function of the step within a phase, constant within an epoch.
 
     optax schedules of the epoch index `step // steps_per_epoch`, so `state.step`
-    stays the only counter and restarting the schedule (LRR) is `step = 0`:
-    'warmup': `optax.linear_schedule`, lr * (e + 1) / warmup_epochs (0.01 -> 0.1
-    over 10 epochs); 'level': `optax.cosine_decay_schedule` from lr to lr_min
-    (alpha = lr_min / lr) over epochs_per_level, per epoch (paper code).
+    stays the only counter and restarting the schedule (LRR) is `step = 0`.
+    `config.lr_schedule` names the pair (`LR_SCHEDULES`); 'cosine' (default):
+    'warmup' is lr * (e + 1) / warmup_epochs (0.01 -> 0.1 over 10 epochs),
+    'level' a cosine from lr to lr_min (alpha = lr_min / lr) over
+    epochs_per_level, per epoch (paper code).
     """
-    lr, lr_min = float(config.lr), float(config.lr_min)
-    if phase == "warmup":
-        epochs = max(int(config.warmup_epochs), 1)
-        per_epoch = optax.linear_schedule(lr / epochs, lr, transition_steps=epochs - 1)
-    elif phase == "level":
-        per_epoch = optax.cosine_decay_schedule(lr, int(config.epochs_per_level),
-                                                alpha=lr_min / lr)
-    else:
+    warmup, level = LR_SCHEDULES[config.get("lr_schedule", "cosine")](config)
+    if phase not in ("warmup", "level"):
         raise ValueError(f"unknown phase {phase!r}")
+    per_epoch = warmup if phase == "warmup" else level
     return lambda step: per_epoch(step // steps_per_epoch)
 
 
@@ -167,11 +196,8 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     batch = config.batch_size
     local = batch // num_devices
     steps = (num_train // local) if sharded else (num_train // batch)
-    tx = make_optimizer(config)
-    lr_fn = lr_schedule(config, phase, steps)
-    one_step = functools.partial(train_step, apply_fn=apply_fn, tx=tx, lr_fn=lr_fn,
-                                 masked=masked)
-    augment_images = image and config.augment
+    one_step = _step_fn(apply_fn, config, phase, steps, masked)
+    transform = batch_transform(config, image, mean, std)
 
     def run_epoch(step, state, train_x, train_y, key):
         dev = jax.lax.axis_index(AXIS)
@@ -189,11 +215,7 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
 
         def body(state, pos_ids):
             pos, ids = pos_ids
-            x, y = train_x[ids], train_y[ids]
-            if augment_images:
-                x = augment.per_example(aug_key, pos, x, augment.train_transform(config))
-            x = augment.normalize(x, mean, std)
-            return step(state, x, y)
+            return step(state, transform(aug_key, pos, train_x[ids]), train_y[ids])
 
         state, metrics = jax.lax.scan(body, state, (positions, order))
         return state, jax.tree.map(lambda m: m.mean(0), metrics)
@@ -205,12 +227,71 @@ def make_train_epoch(*, apply_fn, config, phase: str, num_train: int, num_device
     return epoch, steps
 
 
-def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> Callable:
-    """Per-device function (state, x, y, weight) -> {'loss', 'acc'} per replica.
+def _step_fn(apply_fn, config, phase: str, steps_per_epoch: int, masked: bool = True):
+    """The train step of one replica with the phase's optimizer and schedule."""
+    return functools.partial(train_step, apply_fn=apply_fn, tx=make_optimizer(config),
+                             lr_fn=lr_schedule(config, phase, steps_per_epoch), masked=masked)
 
-    x, y, weight are the test set padded (weight 0) to a multiple of
-    num_devices * eval_batch; each device evaluates a contiguous slice.
+
+def batch_transform(config, image: bool, mean, std, *, augment_on_device: bool = True):
+    """(augmentation key, positions, raw batch) -> the normalized batch the step reads.
+
+    Images get `config.augment`'s per-example transform (keyed by each
+    example's position in the epoch), unless the host already applied it
+    (`augment_on_device=False`: ImageNet's stream).
     """
+    augment_images = image and config.augment and augment_on_device
+    per_example = data.train_transform(config) if augment_images else None
+    augment_images = per_example is not None
+
+    def transform(aug_key, positions, x):
+        if per_example is not None:
+            x = augment.per_example(aug_key, positions, x, per_example)
+        return augment.normalize(x, mean, std)
+
+    return transform
+
+
+def make_stream_step(*, apply_fn, config, phase: str, steps_per_epoch: int, num_devices: int,
+                     mean: np.ndarray, std: np.ndarray, image: bool, per_replica: bool,
+                     augment_on_device: bool) -> Callable:
+    """Per-device function of one streamed step (`lrr_jax.data.stream`).
+
+    (state, sums, x, y, keys, step, streams) -> (state, sums): `x`, `y` are
+    this device's block of the global batch for each stream, (streams, local,
+    ...); `streams` (K,) says which stream replica r reads; `keys` are the
+    epoch keys as in `make_train_epoch` (one, or one per replica with
+    `per_replica`); `step` is the step's index in the epoch, which gives each
+    example its position (so on-device augmentation draws what the on-device
+    pipeline draws for it); `sums` accumulates each replica's loss and
+    accuracy over the epoch's steps (K,) (the epoch's metrics are sums /
+    steps).
+    """
+    batch = config.batch_size
+    local = batch // num_devices
+    one_step = _step_fn(apply_fn, config, phase, steps_per_epoch)
+    transform = batch_transform(config, image, mean, std, augment_on_device=augment_on_device)
+
+    def run(state, sums, x, y, keys, step, streams):
+        positions = step * batch + jax.lax.axis_index(AXIS) * local + jnp.arange(local)
+
+        def replica(state_r, key, stream):
+            xs = jax.lax.dynamic_index_in_dim(x, stream, keepdims=False)
+            ys = jax.lax.dynamic_index_in_dim(y, stream, keepdims=False)
+            return one_step(state_r, transform(jax.random.fold_in(key, 1), positions, xs), ys)
+
+        if per_replica:
+            state, metrics = jax.vmap(replica)(state, keys, streams)
+        else:  # one batch for every replica, transformed once
+            xs = transform(jax.random.fold_in(keys, 1), positions, x[0])
+            state, metrics = jax.vmap(one_step, in_axes=(0, None, None))(state, xs, y[0])
+        return state, jax.tree.map(jnp.add, sums, metrics)
+
+    return run
+
+
+def _eval_sums(apply_fn, mean, std):
+    """(state of one replica, x, y, weight) -> (sum of weighted losses, weighted correct)."""
 
     def one_replica(state, x, y, w):
         variables = {"params": masks.apply(state.params, state.mask)}
@@ -220,6 +301,17 @@ def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> 
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y)
         return jnp.sum(losses * w), jnp.sum(correct * w)
+
+    return one_replica
+
+
+def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> Callable:
+    """Per-device function (state, x, y, weight) -> {'loss', 'acc'} per replica.
+
+    x, y, weight are the test set padded (weight 0) to a multiple of
+    num_devices * eval_batch; each device evaluates a contiguous slice.
+    """
+    one_replica = _eval_sums(apply_fn, mean, std)
 
     def evaluate(state, x, y, w):
         per_dev = x.shape[0] // num_devices
@@ -238,6 +330,21 @@ def make_evaluate(*, apply_fn, num_devices: int, mean, std, eval_batch: int) -> 
         (loss, correct), _ = jax.lax.scan(body, (zeros, zeros), (xs, ys, ws))
         loss, correct, count = jax.lax.psum((loss, correct, ws.sum()), AXIS)
         return {"loss": loss / count, "acc": correct / count}
+
+    return evaluate
+
+
+def make_stream_evaluate(*, apply_fn, mean, std) -> Callable:
+    """Per-device function (state, x, y, weight) -> (loss sum, correct sum, weight sum).
+
+    x, y, weight are this device's block of one streamed test batch; the sums
+    (per replica, over all devices) are added up over the batches on the host.
+    """
+    one_replica = _eval_sums(apply_fn, mean, std)
+
+    def evaluate(state, x, y, w):
+        loss, correct = jax.vmap(one_replica, in_axes=(0, None, None, None))(state, x, y, w)
+        return jax.lax.psum((loss, correct, w.sum()), AXIS)
 
     return evaluate
 

@@ -17,8 +17,23 @@ from typing import Any
 import jax
 import numpy as np
 
-from lrr_jax import checkpoints, config_base, distributed, rewind, schema
+from lrr_jax import checkpoints, config_base, distributed, replicas, rewind, schema, signs
 from lrr_jax.errors import ConfigError
+
+# The resume policy: how the config recorded in a run directory is compared with the
+# config of the run that finds it.
+# Fields that do not change what a run computes: they may differ on resume.
+NON_SEMANTIC = ("progress", "checkpoint_every_epochs", "overwrite", "data_dir", "cifar_archive",
+                "download", "tiny_imagenet_dir", "idx_dir", "verbosity", "parallel",
+                "num_devices",
+                "input_pipeline", "stream_threads", "stream_prefetch",
+                "tensorboard", "methods", "replica_batch", "dry_run", "compile_for",
+                "levels")  # more levels extend a finished run; the finished ones stay valid
+
+# A run made before a key existed computed what this value gives, where that is not the
+# key's default; other missing keys read as their defaults (`_differences`).
+BEFORE_THE_KEY = {"data_order": "shared", "sign_source_level": "previous",
+                  "init_signs_from": "theta0"}
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -52,7 +67,7 @@ def run_dirs(config, workdir: str) -> dict[str, str]:
     """method -> its run directory."""
     workdir = os.path.abspath(workdir)
     return {m: (os.path.join(workdir, m) if config.methods else workdir)
-            for m in config_base.methods_of(config)}
+            for m in replicas.methods_of(config)}
 
 
 def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
@@ -72,6 +87,60 @@ def _recorded_config(run_dir: str) -> tuple[dict | None, str]:
                           "the config; move it away to start afresh") from None
 
 
+def _aliases_resolved(d: dict) -> dict:
+    """A recorded config with its aliases read as the keys they stand for:
+    `random_mask=True` is `score='random'` (the key before `score` existed)."""
+    if d.get("random_mask"):
+        d = {**d, "score": "random", "random_mask": False}
+    return d
+
+
+def _differences(config, run_dir: str) -> tuple[list[str], dict, dict, str]:
+    """(semantic keys that differ, recorded config, this config, where it was recorded);
+    no keys when the directory holds no run."""
+    old, where = _recorded_config(run_dir)
+    if old is None:
+        return [], {}, {}, where
+    new = json.loads(config.to_json())
+    # A key added to lrr_jax after the run was made reads as what the run computed then.
+    before = {**json.loads(config_base.get_base_config().to_json()),
+              **BEFORE_THE_KEY}
+    old = {**{k: v for k, v in before.items() if k in new}, **old}
+    old, new = _aliases_resolved(old), _aliases_resolved(new)
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in NON_SEMANTIC and old.get(k) != new.get(k))
+    return differ, old, new, where
+
+
+def with_other_methods(config, workdir: str, results: dict[str, list[dict]]
+                       ) -> dict[str, list[dict]]:
+    """`results` and the results.csv rows of the workdir's other method directories that
+    hold a run of this config, in `rewind.MODES` order (for summary.txt).
+
+    A run of fewer methods in a multi-method workdir (`--config.method=lrr` on the
+    quickstart's) reports them beside the methods an earlier run wrote there,
+    instead of dropping them from the table. Directories of another config are left
+    out; so are levels beyond `config.levels`.
+    """
+    merged = dict(results)
+    for m in rewind.MODES if config.methods else ():
+        d = os.path.join(os.path.abspath(workdir), m)
+        path = os.path.join(d, "results.csv")
+        if m in merged or not os.path.isfile(path):
+            continue
+        try:  # an unreadable directory is left out: it must not fail a finished run
+            if _differences(method_config(config, m), d)[0]:
+                continue
+            rows = [r for r in schema.read_csv(path) if r.get("level") is not None
+                    and int(r["level"]) < int(config.levels)]
+        except (ConfigError, OSError, ValueError):
+            continue
+        if rows:
+            merged[m] = rows
+    return {m: merged[m] for m in sorted(merged, key=lambda m: (
+        list(rewind.MODES).index(m) if m in rewind.MODES else len(rewind.MODES), m))}
+
+
 def check_workdir(config, run_dir: str) -> bool:
     """Refuse a run directory that holds a run of a different config (unless overwrite).
 
@@ -80,16 +149,7 @@ def check_workdir(config, run_dir: str) -> bool:
     another config and `config.overwrite` is set: the caller deletes the old
     run's outputs (`checkpoints.clear_run`) once every other check has passed.
     """
-    old, where = _recorded_config(run_dir)
-    if old is None:
-        return False
-    new = json.loads(config.to_json())
-    # A key added to lrr_jax after the run was made reads as what the run computed then.
-    before = {**json.loads(config_base.get_base_config().to_json()),
-              **config_base.BEFORE_THE_KEY}
-    old = {**{k: v for k, v in before.items() if k in new}, **old}
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in config_base.NON_SEMANTIC and old.get(k) != new.get(k))
+    differ, old, new, where = _differences(config, run_dir)
     if differ and config.overwrite:
         return True
     if differ:
@@ -108,16 +168,16 @@ def check_sources(config, methods) -> None:
         if not src:
             continue
         if not os.path.isfile(os.path.join(src, "config.json")):
-            inner = sorted(m for m in rewind.METHODS
+            inner = sorted(m for m in rewind.MODES
                            if os.path.isfile(os.path.join(src, m, "config.json")))
             hint = (f"; it holds the runs of {', '.join(inner)}: name one, e.g. "
                     f"{os.path.join(src, inner[-1])}" if inner else "")
             raise ConfigError(key, f"{src} is not a run directory (no config.json){hint}")
         if key == "sign_source" and config.sign_transfer not in (
-                "source_signs", "shuffled_init_magnitudes"):
+                "source_signs", *signs.SHUFFLES):
             raise ConfigError(key, f"sign_transfer {config.sign_transfer!r} does not use a sign "
                               "source; use --config.sign_transfer=source_signs (or "
-                              "shuffled_init_magnitudes), or drop --config.sign_source")
+                              f"{' or '.join(signs.SHUFFLES)}), or drop --config.sign_source")
         with open(os.path.join(src, "config.json")) as f:
             other = json.load(f)
         for field in ("model", "width", "dataset", "mlp_hidden", "prune_fraction"):
@@ -131,8 +191,8 @@ def check_sources(config, methods) -> None:
         have = len(levels)
         if have < needed:
             raise ConfigError(key, f"{src} has {have} finished levels, this run needs {needed}")
-        theirs = [s for s, _ in config_base.replica_settings(_as_config(other))]
-        ours = [s for s, _ in config_base.replica_settings(config)]
+        theirs = [s for s, _ in replicas.replica_settings(_as_config(other))]
+        ours = [s for s, _ in replicas.replica_settings(config)]
         if len(theirs) != len(ours):
             raise ConfigError(key, f"{src} has a different number of replicas")
         if theirs != ours and not config.allow_source_seed_mismatch:
@@ -151,18 +211,29 @@ def _as_config(d: dict):
     return c
 
 
-def prepare(config, workdir: str) -> dict[str, str]:
-    """Check every method's run directory, clear stale ones (overwrite), write config.json.
+def check(config, workdir: str) -> dict[str, bool]:
+    """Check every method's run directory and the transfer sources; reads only.
 
-    Runs before the data is loaded or anything is compiled; returns method -> run dir.
+    What a run checks before it loads data or compiles anything (the dry run
+    too). Returns method -> whether its run directory holds another config's
+    run that `prepare` deletes (`config.overwrite`).
     """
-    dirs = run_dirs(config, workdir)
     stale = {}
-    for m, d in dirs.items():
+    for m, d in run_dirs(config, workdir).items():
         stale[m] = check_workdir(method_config(config, m), d)
         if not stale[m]:
             checkpoints.Store(d).verify_all()  # a damaged checkpoint stops us before compiling
-    check_sources(config, list(dirs))
+    check_sources(config, list(stale))
+    return stale
+
+
+def prepare(config, workdir: str, stale: dict[str, bool]) -> dict[str, str]:
+    """Clear the stale run directories (`check`'s answer), write each config.json.
+
+    Runs after every check has passed (the data loaded), before anything is
+    compiled; returns method -> run dir.
+    """
+    dirs = run_dirs(config, workdir)
     distributed.barrier("workdir checked")  # every process read it before process 0 writes
     for m, d in dirs.items():
         if stale[m]:
@@ -184,7 +255,7 @@ def load_level(workdir: str, level, replica: int = 0) -> dict:
     store = checkpoints.Store(workdir)
     name = checkpoints.level_name(level) if isinstance(level, int) else str(level)
     if not store.exists(name):
-        inner = sorted(m for m in rewind.METHODS if os.path.isdir(os.path.join(workdir, m)))
+        inner = sorted(m for m in rewind.MODES if os.path.isdir(os.path.join(workdir, m)))
         hint = (f"; it holds the run directories of {', '.join(inner)}: pass one, e.g. "
                 f"{os.path.join(workdir, inner[0])}" if inner else "")
         raise ConfigError("workdir", f"{workdir} has no committed checkpoint {name!r} "

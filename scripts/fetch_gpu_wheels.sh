@@ -8,7 +8,7 @@
 # The GPU machine (see BENCHMARKS.md, "GPU check") already has Python 3.12, jax
 # 0.11.2 with CUDA 13, flax, optax, orbax-checkpoint, numpy, torch 2.11 and the
 # packages listed in ON_DEVICE below. lrr_jax needs these besides: ml-collections,
-# tensorflow-datasets, array_record, tensorboardX, mnist1d, and the dependencies
+# tensorflow-datasets, array_record, tensorboardX, mnist1d, grain, and the dependencies
 # of those that the machine lacks. They are pinned to the versions this
 # project's tests run with.
 #
@@ -38,6 +38,9 @@ WHEELS=(
   immutabledict==4.3.1            # tfds
   termcolor==3.3.0                # tfds
   toml==0.10.2                    # tfds
+  grain==0.2.18                   # the streaming input pipeline (lrr_jax/data/stream.py)
+  cloudpickle==3.1.3              # grain
+  portpicker==1.6.0               # grain
 )
 SDIST_ONLY=(promise==2.3)         # tfds; pure Python, published as an sdist only
 FALLBACK=(pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0 packaging==26.4

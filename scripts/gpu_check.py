@@ -28,6 +28,10 @@ table. Parts, in order of value (each starts only if the budget leaves it
 7. `resnet50`: as part 2 for the CIFAR-100 ResNet50, bfloat16.
 
 `--dry`: the same code at toy sizes on the CPU (a CI test runs it).
+
+The campaign's generated archive, TFDS folder and run live in one temporary
+folder (`--tmp`, recorded as `tmp`), removed when the check ends; the wrapper
+removes it too after its hard timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -429,7 +434,9 @@ def _popen(cmd, log_path, env=None) -> subprocess.Popen:
 
 def start_campaign_data(check: Check) -> None:
     """Write the synthetic CIFAR-10 archive and prepare it for TFDS, in the background (CPU)."""
-    tmp = tempfile.mkdtemp(prefix="lrr_gpu_check_")
+    tmp = check.args.tmp or tempfile.mkdtemp(prefix="lrr_gpu_check_")
+    os.makedirs(tmp, exist_ok=True)
+    check.r["tmp"] = tmp  # removed when the check ends (main; the wrapper after a timeout)
     archive = os.path.join(tmp, "cifar-10-binary.tar.gz")
     data_dir = os.path.join(tmp, "tfds")
     check.campaign_dirs = {"tmp": tmp, "archive": archive, "data_dir": data_dir}
@@ -603,6 +610,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget_s", type=float, default=None,
                    help="seconds for all parts (default 410 on the GPU, 600 with --dry)")
     p.add_argument("--only", default="", help=f"comma-separated parts of {','.join(PARTS)}")
+    p.add_argument("--tmp", default=None, help="folder for the campaign's generated data and "
+                   "run (default: a new temporary folder); removed when the check ends")
     args = p.parse_args(argv)
     args.only = [x for x in args.only.split(",") if x]
     if set(args.only) - set(PARTS):
@@ -615,12 +624,16 @@ def main(argv=None) -> int:
     check.save()
     wants_checks = not check.args.only or "checks" in check.args.only
     check.data_proc = None
-    for name in PARTS:
-        check.run_part(name, globals()[f"part_{name}"])
-        if name == "env" and wants_checks and not check.stop:
-            start_campaign_data(check)  # CPU work, while the GPU parts run
-    if check.data_proc is not None and check.data_proc.poll() is None:
-        _kill(check.data_proc)
+    try:
+        for name in PARTS:
+            check.run_part(name, globals()[f"part_{name}"])
+            if name == "env" and wants_checks and not check.stop:
+                start_campaign_data(check)  # CPU work, while the GPU parts run
+    finally:
+        if check.data_proc is not None and check.data_proc.poll() is None:
+            _kill(check.data_proc)
+        if check.r.get("tmp"):  # what the JSON needs from it is in the JSON
+            shutil.rmtree(check.r["tmp"], ignore_errors=True)
     check.r["complete"] = True
     check.r["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     check.save()

@@ -46,7 +46,11 @@ mkdir -p "$(dirname "$OUT_FILE")"
 if [ -z "$BUDGET" ]; then
   if [ $DRY = 1 ]; then BUDGET=600; else BUDGET=410; fi
 fi
-ARGS=(--out "$OUT_FILE" --budget_s "$BUDGET")
+# The campaign's generated data and run: removed when this script exits, also after the
+# hard timeout below has killed the check before it could remove the folder itself.
+CHECK_TMP=$(mktemp -d "${TMPDIR:-/tmp}/lrr_gpu_check_XXXXXX")
+trap 'rm -rf "$CHECK_TMP"' EXIT
+ARGS=(--out "$OUT_FILE" --budget_s "$BUDGET" --tmp "$CHECK_TMP")
 if [ $DRY = 1 ]; then
   export JAX_PLATFORMS=cpu
   # Toy sizes: LLVM's optimizations cost more compile time than they save.

@@ -73,6 +73,9 @@ main imp_lrr_signs "$M/imp_lrr_signs" --config=configs/transfer.py:imp_lrr_signs
 main imp_lrr_signs_shuffled "$M/imp_lrr_signs_shuffled" \
   --config=configs/transfer.py:imp_lrr_signs_shuffled "${COMMON[@]}" \
   --config.mask_source="$LRR" --config.sign_source="$LRR"
+main imp_lrr_signs_shuffled_in_mask "$M/imp_lrr_signs_shuffled_in_mask" \
+  --config=configs/transfer.py:imp_lrr_signs_shuffled_in_mask "${COMMON[@]}" \
+  --config.mask_source="$LRR" --config.sign_source="$LRR"
 main imp_own_signs "$M/imp_own_signs" --config=configs/transfer.py:imp_own_signs "${COMMON[@]}"
 main lrr_init_signs "$M/lrr_init_signs" --config=configs/transfer.py:lrr_init_signs "${COMMON[@]}"
 # Random masks at the same densities, trained with IMP and LRR.

@@ -11,6 +11,7 @@ both backends) and the result rows of a full `campaign.run` of a tiny MLP
 campaign in WORKDIR.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -98,6 +99,33 @@ def main():
     out["seconds"]["sharded"] = round(time.time() - t0, 1)
     out["sharded_rows"] = [{k: r[k] for k in ("level", "replica", "density", "test_acc",
                                              "train_loss")} for r in results["lrr"]]
+    # The same campaign streamed (input_pipeline='stream'): what each process reads is
+    # recorded, per epoch (the plan of its share) and per example (the reads).
+    from lrr_jax import data
+    from lrr_jax.data import stream
+
+    plans, reads, real_plan, real_open = [], [], stream.plan, data.open_streams
+
+    def recording_plan(*args, **kwargs):
+        indices = real_plan(*args, **kwargs)
+        plans.append(np.asarray(indices).tolist())
+        return indices
+
+    def recording_open(config):
+        s = real_open(config)
+        read = s.train.read
+        return dataclasses.replace(s, train=dataclasses.replace(
+            s.train, read=lambda i, rng: (reads.append(int(i)), read(i, rng))[1]))
+
+    stream.plan, data.open_streams = recording_plan, recording_open
+    c.shard_train_data, c.methods, c.input_pipeline = False, "lrr,wr", "stream"
+    t0 = time.time()
+    results = campaign.run(c, os.path.join(workdir, "stream"))
+    out["seconds"]["stream"] = round(time.time() - t0, 1)
+    out["stream_rows"] = {m: [{k: r[k] for k in ("level", "replica", "density", "test_acc",
+                                                 "train_loss")} for r in rows]
+                          for m, rows in results.items()}
+    out["stream_plans"], out["stream_reads"] = plans, sorted(reads)
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -107,39 +107,54 @@ def test_dataframe_with_pandas(paths):
     assert lrr_jax.load_results(paths["lrr"], as_frame=False)[0]["label"] == "LRR"
 
 
-def readme_block(after: str) -> str:
-    """The first ```python block of README.md after the line `after`."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def readme_block(after: str, index: int = 0, doc: str = "docs/OUTPUTS.md") -> str:
+    """The `index`-th ```python block of a doc (the analysis example: docs/OUTPUTS.md)
+    after the line `after`."""
+    with open(os.path.join(REPO, doc)) as f:
         text = f.read()
     rest = text[text.index(after):]
-    start = rest.index("```python\n") + len("```python\n")
+    start = -1
+    for _ in range(index + 1):
+        start = rest.index("```python\n", start + 1)
+    start += len("```python\n")
     return rest[start:rest.index("```", start)]
 
 
-def test_readme_analysis_example_draws_every_method_with_its_seed_band(paths, tmp_path):
-    """The README's example, copied literally (only its two paths replaced), on a workdir."""
-    pytest.importorskip("pandas")
+def _run_readme_example(code, paths, tmp_path):
+    """The README's example, copied literally (only its two paths replaced), on a workdir;
+    each curve is the per-level mean over the 2 seeds at the level's sparsity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    code = readme_block("### Analysis from Python")
     assert code.count("/tmp/quick") == 1 and code.count("/tmp/acc.png") == 1
     out = tmp_path / "acc.png"
     code = code.replace("/tmp/quick", paths["root"] + "/multi").replace("/tmp/acc.png", str(out))
     plt.close("all")
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/OUTPUTS.md", "exec"), {})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ax = plt.gca()
     assert sorted(ax.get_legend_handles_labels()[1]) == ["IMP", "LRR", "WR"]
-    # Each curve is the per-level mean over the 2 seeds at the level's sparsity.
     rows = lrr_jax.load_results(paths["root"] + "/multi", as_frame=False)
     for line, label in zip(*ax.get_legend_handles_labels()):
         xs, ys = line.lines[0].get_data()
         mine = [r for r in rows if r["label"] == label]
+        assert len(xs) == LEVELS
         for level, (x, y) in enumerate(zip(xs, ys)):
             at = [r["test_acc"] for r in mine if r["level"] == level]
             assert len(at) == 2 and y == pytest.approx(sum(at) / 2)
             assert x == pytest.approx(1 - 0.8 ** level)
     plt.close("all")
+
+
+def test_readme_analysis_example_works_without_pandas(paths, tmp_path, no_pandas):
+    """The README's first command installs lrr_jax without pandas: its example runs so."""
+    _run_readme_example(readme_block("## Analysis from Python"), paths, tmp_path)
+
+
+def test_readme_analysis_example_with_pandas(paths, tmp_path):
+    pytest.importorskip("pandas")
+    code = readme_block("## Analysis from Python", index=1)
+    assert "groupby" in code
+    _run_readme_example(code, paths, tmp_path)

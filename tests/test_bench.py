@@ -53,6 +53,10 @@ def test_bench_runs_and_writes_json(tmp_path):
     accs = [methods[f"{v}_last_level_mean_test_acc"] for v in
             ("one_program", "one_replica_at_a_time", "one_method_at_a_time")]
     assert max(accs) - min(accs) < 0.02, accs  # the same replicas, up to summation order
+    assert methods["figure_methods"] == ["imp", "wr", "lrr", "wr@lrr", "lrr@imp"]
+    assert result["figure_one_program_speedup"] == methods["figure_one_program_speedup"] > 0
+    assert abs(methods["figure_one_program_last_level_mean_test_acc"]
+               - methods["figure_two_stages_last_level_mean_test_acc"]) < 0.02
 
     prune = result["details"]["prune"]
     assert 0 < result["prune_seconds"] == prune["prune_seconds"]
@@ -74,4 +78,5 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert f"| resnet18 | float32 | 0.0625 | 16 | {row['masked']['images_per_second']} |" in table
     assert f"| prune_seconds | {result['prune_seconds']} | < 1 |" in table
     assert f"one program {methods['one_program_seconds']} s" in table
+    assert f"as one program {methods['figure_one_program_seconds']} s" in table
     assert f"| {ck['state_mib']} | {ck['store_save_seconds']} |" in table

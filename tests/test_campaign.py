@@ -95,15 +95,10 @@ def test_one_epoch_grouped_equals_together(order):
     reps = replicas.from_config(c)
     init = e.init_states([r.seed for r in reps])
 
-    def keys(group):
-        if order == "per_replica":
-            return jnp.stack([replicas.epoch_key(r.seed, -1, 0) for r in group])
-        return replicas.epoch_key(c.seed, -1, 0)
-
-    together, m_all = e.train_epoch("warmup", e.put(init), keys(reps))
+    together, m_all, _ = e.train_epoch("warmup", e.put(init), reps, -1, 0)
     for i, r in enumerate(reps):
         one = jax.tree.map(lambda a, i=i: a[i:i + 1], init)
-        alone, m_one = e.train_epoch("warmup", e.put(one), keys([r]))
+        alone, m_one, _ = e.train_epoch("warmup", e.put(one), [r], -1, 0)
         np.testing.assert_allclose(np.asarray(m_one["loss"]), np.asarray(m_all["loss"])[i:i + 1],
                                    rtol=1e-5)
         for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(together.params)):

@@ -345,11 +345,11 @@ def test_paper_normalization_constants_and_data_option(tmp_path):
 
 
 def test_readme_prepare_command_with_tilde_runs_literally(tmp_path):
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "DIFFERENCES.md")) as f:  # its "Datasets" part
         readme = f.read()
     match = re.search(r"`(python -m lrr_jax\.data\.prepare --dataset=cifar10 "
                       r"--archive=~/cifar-10-binary\.tar\.gz --data_dir=~/tfds)`", readme)
-    assert match, "README lost its prepare command"
+    assert match, "docs/DIFFERENCES.md lost its prepare command"
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir()
     cwd.mkdir()
@@ -450,6 +450,11 @@ def test_load_says_split_sizes_and_warns_when_not_cifar(tmp_path, capsys):
     assert err[1].startswith("warning: data: cifar10 has 30 train / 10 test examples, not "
                              "cifar10's 50,000 / 10,000")
     assert len(err) == 2
+    # With train_limit the line says how many of the split are used (the first N).
+    data.load(_config(dataset="cifar10", data_dir=data_dir, train_limit=20, test_limit=10))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data:")]
+    assert err == [f"data: cifar10 train 20 of 30 (train_limit), test 10 (from "
+                   f"{os.path.join(data_dir, 'cifar10', '3.0.2')})"]
     assert cifar.size_warning("cifar100", {"train": 50_000, "test": 10_000}) is None
     assert cifar.size_warning("cifar100", {"train": 50_000, "test": 9_999})
     root = tmp_path / "tiny-imagenet-200"
@@ -537,7 +542,7 @@ def test_train_transform_per_config_and_per_example_keys():
     rng = np.random.default_rng(2)
     small = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     key, positions = jax.random.key(3), np.array([7, 0, 3, 9, 4])
-    c10 = augment.train_transform(_config(dataset="cifar10", augment_pad=4))
+    c10 = data.train_transform(_config(dataset="cifar10", augment_pad=4))
     out = np.asarray(augment.per_example(key, positions, small, c10))
     # The CIFAR path is the crop/flip the trainer always used, keyed by epoch position.
     for o, p, im in zip(out, positions, small, strict=True):
@@ -548,9 +553,9 @@ def test_train_transform_per_config_and_per_example_keys():
     again = np.asarray(augment.per_example(key, positions[order], small[order], c10))
     np.testing.assert_array_equal(again, out[order])
     tiny = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    t224 = augment.train_transform(_config(dataset="tiny_imagenet"))  # the default: 224
+    t224 = data.train_transform(_config(dataset="tiny_imagenet"))  # the default: 224
     assert augment.per_example(key, positions[:2], tiny, t224).shape == (2, 224, 224, 3)
-    t64 = augment.train_transform(_config(dataset="tiny_imagenet", augment_pad=8,
+    t64 = data.train_transform(_config(dataset="tiny_imagenet", augment_pad=8,
                                           tiny_imagenet_resolution=64))
     assert augment.per_example(key, positions[:2], tiny, t64).shape == (2, 64, 64, 3)
 

@@ -60,6 +60,27 @@ def test_three_methods_results(three_methods):
     assert level0["imp"] == level0["wr"] == level0["lrr"]
 
 
+def test_one_method_rerun_keeps_the_summary_of_all_methods(tmp_path, three_methods):
+    """Running one method of the quickstart again in its workdir (finished: nothing trains)
+    reports it beside the methods an earlier run of the same config wrote there."""
+    import shutil
+
+    workdir = tmp_path / "quick"
+    shutil.copytree(three_methods[0], workdir)
+    before = (workdir / "summary.txt").read_text()
+    assert all(f"{m} (%)" in before.splitlines()[0] for m in ("imp", "wr", "lrr"))
+    out = main(workdir, *TINY, "--config.method=lrr")
+    assert (workdir / "summary.txt").read_text() == before
+    assert before.strip() in out.stdout
+    # A method directory of another config is not reported beside this run.
+    out = main(tmp_path / "other", *TINY, "--config.methods=imp,wr", "--config.lr=0.05")
+    shutil.rmtree(workdir / "wr")
+    shutil.copytree(tmp_path / "other" / "wr", workdir / "wr")
+    main(workdir, *TINY, "--config.method=lrr")
+    header = (workdir / "summary.txt").read_text().splitlines()[0]
+    assert "imp (%)" in header and "lrr (%)" in header and "wr (%)" not in header
+
+
 def test_load_level(three_methods):
     workdir, _ = three_methods
     init = lrr_jax.load_level(str(workdir / "imp"), "init")
@@ -107,6 +128,32 @@ def test_cifar10_through_tfds_builder(tmp_path):
     assert [r["level"] for r in rows] == ["0", "1"]
     assert float(rows[1]["density"]) == pytest.approx(0.8, abs=1e-5)
     assert (tmp_path / "tfds" / "cifar10").is_dir()  # prepared by the project's builder
+    # run.json records the generated archive's sizes; the report names it by them.
+    with open(workdir / "run.json") as f:
+        assert json.load(f)["sessions"][-1]["data"] == {
+            "dataset": "cifar10", "train": 256, "test": 128, "standard_sizes": False}
+    from lrr_jax import report
+
+    report.build([str(workdir)], str(tmp_path / "report"))
+    assert ("Setting: CIFAR-10 format, synthetic or partial data (256 train / 128 test), "
+            "ResNet18 (width x0.0625), seed 0.") in (tmp_path / "report" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("sizes,limits,standard", [
+    ((50000, 10000), (0, 0), True), ((256, 10000), (256, 0), True),
+    ((1280, 500), (0, 0), False), ((256, 500), (256, 0), False), ((200, 100), (0, 0), False)])
+def test_data_record_says_whether_the_split_sizes_are_the_real_ones(sizes, limits, standard):
+    from types import SimpleNamespace
+
+    from lrr_jax import config_base, provenance
+
+    c = config_base.get_base_config()
+    c.train_limit, c.test_limit = limits
+    dataset = SimpleNamespace(num_train=sizes[0], num_test=sizes[1])  # an engine's DataInfo
+    assert provenance.data_record(c, dataset) == {
+        "dataset": "cifar10", "train": sizes[0], "test": sizes[1], "standard_sizes": standard}
+    c.dataset = "mnist1d"  # no real sizes known: no verdict
+    assert provenance.data_record(c, dataset)["standard_sizes"] is None
 
 
 def test_run_json_records_provenance_and_level_times(three_methods):

@@ -1,7 +1,7 @@
 """Bad input: one line naming the key or file, exit status 2, no traceback, nothing compiled.
 
 A representative few go through `python -m lrr_jax.main` in a subprocess (the
-exact stderr and status users see); the rest call `config_base.validate` and
+exact stderr and status users see); the rest call `validation.validate` and
 `workdir.check_sources` in-process, which `campaign.run` calls before loading data
 or compiling anything. RELIABILITY.md lists every message.
 """
@@ -15,7 +15,7 @@ import time
 import pytest
 import unprivileged
 
-from lrr_jax import config_base, workdir
+from lrr_jax import config_base, validation, workdir
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,11 +55,11 @@ def one_line(out) -> str:
     return lines[0]
 
 
-# ---- in-process: config_base.validate ---------------------------------------------------------
+# ---- in-process: validation.validate ---------------------------------------------------------
 BAD = [
     ({"method": "sgd"}, "method", "unknown method 'sgd'"),
     ({"methods": "imp,lrr,foo"}, "methods", "unknown method 'foo'"),
-    ({"model": "vgg16"}, "model", "unknown model 'vgg16'"),
+    ({"model": "vgg11"}, "model", "unknown model 'vgg11'"),
     ({"dataset": "imagenet"}, "dataset", "unknown dataset 'imagenet'"),
     ({"prune_fraction": 0.0}, "prune_fraction", "must be in (0, 1), got 0.0"),
     ({"prune_fraction": 1.0}, "prune_fraction", "must be in (0, 1), got 1.0"),
@@ -85,7 +85,7 @@ BAD = [
                          ids=[f"{k}={list(o.values())[-1]}" for o, k, _ in BAD])
 def test_validate_names_the_key(overrides, key, fragment):
     with pytest.raises(ConfigError) as e:
-        config_base.validate(quick(**overrides))
+        validation.validate(quick(**overrides))
     assert e.value.key == key
     assert str(e.value).startswith(f"{key}: ")
     assert fragment in str(e.value)
@@ -98,7 +98,7 @@ def test_validate_names_the_key(overrides, key, fragment):
     {"method": "lrr", "warmup_epochs": 12, "epochs_per_level": 10},  # LRR rewinds no weights
 ])
 def test_validate_accepts(overrides):
-    config_base.validate(quick(**overrides))
+    validation.validate(quick(**overrides))
 
 
 # ---- in-process: transfer sources ---------------------------------------------------------------
@@ -134,7 +134,8 @@ def test_transfer_source_without_enough_levels(tmp_path):
 def test_unknown_method_one_line_exit_2(tmp_path):
     out, _ = main(tmp_path / "w", "--config.methods=lrr,sgd")
     assert one_line(out) == ("error: methods: unknown method 'sgd'; expected one of "
-                             "('imp', 'wr', 'lrr', 'lrr_bn_rewind')")
+                             "('imp', 'wr', 'lrr', 'lrr_bn_rewind'), or TARGET@SOURCE (e.g. "
+                             "lrr@imp: LRR on the masks of this run's IMP replicas)")
     assert not (tmp_path / "w").exists()  # refused before touching the workdir
 
 
@@ -179,7 +180,7 @@ def test_dataset_not_prepared_says_how_and_does_not_wait(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_exits_0_and_lists_every_config_key_by_section(flag):
-    from lrr_jax import config_base, keys
+    from lrr_jax import keys
 
     out = subprocess.run([sys.executable, "-m", "lrr_jax.main", flag], capture_output=True,
                          text=True, cwd=REPO, timeout=120)
@@ -275,3 +276,137 @@ def test_transfer_source_of_other_seeds_refused_through_the_entry_point(tmp_path
             rows = list(csv.DictReader(f))
         assert [(r["level"], r["seed"], r["mask_source"], r["sign_source"]) for r in rows] == [
             (str(lv), "5" if extra else "0", str(src), str(src)) for lv in (0, 1)]
+
+
+# A run small enough to finish in seconds (one level of one epoch).
+SMALL = ["--config.levels=1", "--config.epochs_per_level=1", "--config.warmup_epochs=0",
+         "--config.mlp_hidden=(8,8)", "--config.test_limit=100", "--config.eval_batch_size=100"]
+
+
+def test_run_refused_at_data_loading_writes_nothing(tmp_path):
+    """Values refused when the data loads leave no config.json behind, so the corrected
+    command is not refused as "a run of a different config"."""
+    w = tmp_path / "w"
+    out, _ = main(w, *SMALL, "--config.train_limit=-1")
+    assert one_line(out) == "error: train_limit: must be >= 0 (0 = all), got -1"
+    assert not w.exists()
+    out, _ = main(w, *SMALL, "--config.train_limit=50", "--config.batch_size=100")
+    assert one_line(out) == "error: batch_size: 100 exceeds the 50 training examples"
+    assert not w.exists()
+    out, _ = main(w, *SMALL, "--config.train_limit=200")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (w / "lrr" / "results.csv").exists()
+
+
+def test_dry_run_refuses_what_the_run_refuses(tmp_path):
+    """The dry run makes the real run's checks before compiling: the same one line."""
+    too_big = [*SMALL, "--config.train_limit=50", "--config.batch_size=100"]
+    other = tmp_path / "other"
+    out, _ = main(other, *SMALL, "--config.train_limit=200", "--config.lr=0.05")
+    assert out.returncode == 0, out.stderr[-3000:]
+    config_json = (other / "lrr" / "config.json").read_text()
+    for wd, flags, expected in (
+            (tmp_path / "w", too_big, "error: batch_size: 100 exceeds the 50 training examples"),
+            (other, [*SMALL, "--config.train_limit=200"],
+             f"error: workdir: {other / 'lrr'} holds a run of a different config (recorded in "
+             f"{other / 'lrr' / 'checkpoints' / 'init'}): lr (0.05 -> 0.1); use another "
+             "--workdir or --config.overwrite=True")):
+        lines = [one_line(main(wd, *flags, f"--config.dry_run={dry}")[0])
+                 for dry in (True, False)]
+        assert lines == [expected, expected]
+    assert not (tmp_path / "w").exists()
+    assert (other / "lrr" / "config.json").read_text() == config_json
+
+
+def test_misspelled_key_in_a_config_file_is_refused_like_on_the_command_line(tmp_path):
+    typo = tmp_path / "typo.py"
+    typo.write_text("from configs import quickstart\n\n\ndef get_config():\n"
+                    "    c = quickstart.get_config()\n    c.levells = 3\n    return c\n")
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--config={typo}",
+                          f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert one_line(out) == (f"error: config: {typo}: no such config key 'levells' (did you "
+                             "mean 'levels'?)")
+    assert not (tmp_path / "w").exists()
+    c = quick()
+    c.levells = 3  # through campaign.run (validate) as well
+    with pytest.raises(ConfigError, match=r"^config: no such config key 'levells' \(did you "
+                       r"mean 'levels'\?\)$"):
+        validation.validate(c)
+    c = quick()
+    c.theory_dim = 5  # a key of another experiment
+    with pytest.raises(ConfigError, match=r"^config: no such config key 'theory_dim' for "
+                       r"experiment 'prune' \(it belongs to experiment 'single_neuron'\)$"):
+        validation.validate(c)
+
+
+SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
+                 if f.endswith(".py") and f != "__init__.py")
+ARGUMENTS = {"transfer": "VARIANTS", "random_masks": "ALLOCATIONS"}  # every argument is loaded
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_has_only_known_keys(name):
+    import importlib
+
+    sys.path.insert(0, REPO)
+    module = importlib.import_module(f"configs.{name}")
+    for arg in getattr(module, ARGUMENTS[name]) if name in ARGUMENTS else [None]:
+        c = module.get_config() if arg is None else module.get_config(arg)
+        validation.check_keys(c, f"configs/{name}.py")
+
+
+def test_method_on_the_command_line_of_a_multi_method_config_runs_just_that_method(tmp_path):
+    """configs/quickstart.py sets methods=imp,wr,lrr; --config.method=wr runs WR alone (in
+    <workdir>/wr, as --config.methods=wr); with --config.methods as well it is refused."""
+    flags = [f for f in QUICK if not f.startswith("--config.methods")] + SMALL + [
+        "--config.train_limit=200"]
+
+    def run(workdir, *extra):
+        return subprocess.run([sys.executable, "-m", "lrr_jax.main", *flags, *extra,
+                               f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+    out = run(tmp_path / "w", "--config.method=wr")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "w")) == [".lock", "summary.txt", "wr"]
+    with open(tmp_path / "w" / "wr" / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["wr"]
+    out = run(tmp_path / "both", "--config.method=wr", "--config.methods=imp,lrr")
+    assert one_line(out) == ("error: method: --config.method=wr and --config.methods=imp,lrr "
+                             "both given: pass one (--config.methods=wr runs wr alone)")
+
+
+@pytest.mark.parametrize("argument,message", [
+    ("configs/transfer.py:lrr_imp_msk", "unknown transfer variant 'lrr_imp_msk'; expected one "
+     "of ['wr_lrr_mask', 'imp_lrr_mask', 'lrr_imp_mask', 'imp_lrr_signs', "
+     "'imp_lrr_signs_shuffled', 'imp_lrr_signs_shuffled_in_mask', 'imp_own_signs', "
+     "'lrr_init_signs']"),
+    ("configs/transfer.py:wr_lrr_mask,cifar11", "no config configs/cifar11.py to take the "
+     "settings from; expected one of quickstart, cifar10_small, cifar10, cifar100, "
+     "tiny_imagenet"),
+    ("configs/quickstart.py:foo", "configs/quickstart.py takes no argument, got 'foo'"),
+])
+def test_config_argument_typo_one_line(tmp_path, argument, message):
+    out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--config={argument}",
+                          f"--workdir={tmp_path / 'w'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert one_line(out) == f"error: config: {argument}: {message}"
+
+
+def test_help_lists_every_value_of_each_registry():
+    """--help lists what each registry-checked key accepts, read from the registry itself:
+    an entry added at run time (as a config file may add one) is listed too."""
+    from lrr_jax import keys, pruning
+
+    text = keys.describe()
+    for key, values in keys.registries().items():
+        block = text[text.index(f"  {key} = "):]
+        line = next(row for row in block.splitlines()[1:] if row.startswith("      one of: "))
+        assert line == "      one of: " + " | ".join(values), key
+        assert values, key
+    pruning.SCORES["toy_in_help"] = pruning.SCORES["magnitude"]
+    try:
+        assert "toy_in_help" in keys.describe()
+    finally:
+        del pruning.SCORES["toy_in_help"]

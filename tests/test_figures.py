@@ -196,3 +196,86 @@ def test_pdfs_are_reproducible(runs, tmp_path):
     assert pdfs
     for name in pdfs:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def small_scale_runs(root, seeds=(0, 1, 2), standard_sizes=False):
+    """Runs like those of docs/figures/cifar10_small: IMP, WR and LRR of a width-1/16
+    ResNet18 and LRR on IMP's masks, on a generated 1,280 / 500 archive (run.json says so)."""
+    import json
+
+    from report_fixtures import BASE_ACC, CONFIG, result_rows, write_run
+
+    config = {**CONFIG, "width": 0.0625}
+    data = {"dataset": "cifar10", "train": 50000 if standard_sizes else 1280,
+            "test": 10000 if standard_sizes else 500, "standard_sizes": standard_sizes}
+    replicas = [(s, 0.0) for s in seeds]
+    runs = {m: (os.path.join(root, "base", m), result_rows(m, base, replicas=replicas))
+            for m, base in BASE_ACC.items()}
+    imp_dir = runs["imp"][0]
+    runs["lrr_imp_mask"] = (os.path.join(root, "lrr_imp_mask"),
+                            result_rows("lrr", 0.915, replicas=replicas, mask_source=imp_dir))
+    for directory, rows in runs.values():
+        write_run(directory, rows, {**config, "method": rows[0]["method"]})
+        with open(os.path.join(directory, "run.json"), "w") as f:
+            json.dump({"sessions": [{"argv": ["old session without a data record"]},
+                                    {"data": data}]}, f)
+    return str(root)
+
+
+def _outside(fig) -> list:
+    """Text drawn outside the figure: each title, label, legend entry and annotation by its
+    window extent, tick labels (and everything else drawn) by the figure's tight bbox."""
+    renderer = _drawn(fig)
+    ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+             for t in (tick.label1, tick.label2)}
+    w, h = fig.bbox.width, fig.bbox.height
+    bad = []
+    for t in fig.findobj(matplotlib.text.Text):
+        if id(t) in ticks or not t.get_visible() or not t.get_text().strip():
+            continue
+        b = t.get_window_extent(renderer)
+        if b.x0 < -0.5 or b.y0 < -0.5 or b.x1 > w + 0.5 or b.y1 > h + 0.5:
+            bad.append((t.get_text(), tuple(round(v) for v in b.extents)))
+    tight = fig.get_tightbbox(renderer)  # inches, every artist drawn
+    fw, fh = fig.get_size_inches()
+    if tight.x0 < -0.01 or tight.y0 < -0.01 or tight.x1 > fw + 0.01 or tight.y1 > fh + 0.01:
+        bad.append(("tight bbox", tuple(round(v, 2) for v in tight.extents)))
+    return bad
+
+
+def test_no_text_outside_the_figure(runs, captured, tmp_path):
+    """Every figure of a report, of the small-scale setting (its long subtitle) and of every
+    kind of run (transfers, random masks, perturbation, LMC), keeps its text inside."""
+    for name, root in (("small", small_scale_runs(tmp_path / "small")), ("all", runs[2])):
+        captured.clear()
+        report.build([root], str(tmp_path / f"out_{name}"))
+        assert "accuracy_vs_sparsity.png" in captured
+        for png, fig in captured.items():
+            assert _outside(fig) == [], (name, png)
+    theory_figure.plot(theory_result(), str(tmp_path / "theory.png"))
+    assert _outside(captured["theory.png"]) == []
+
+
+def test_one_seed_announces_no_band(captured, tmp_path):
+    root = small_scale_runs(tmp_path / "one", seeds=(0,))
+    report.build([root], str(tmp_path / "out"))
+    for png in ("accuracy_vs_sparsity.png", "sign_flips.png", "transfer_masks.png"):
+        title = captured[png].get_suptitle()
+        assert "±" not in title and "line: one seed per level (no band)" in title, png
+        assert not [c for ax in captured[png].axes for c in ax.collections
+                    if type(c).__name__ == "FillBetweenPolyCollection"], png
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "band: ±" not in summary and "Line: one seed per level (no band)" in summary
+
+
+@pytest.mark.parametrize("standard", [False, True])
+def test_generated_archive_is_named_by_its_split_sizes(captured, tmp_path, standard):
+    root = small_scale_runs(tmp_path / "runs", standard_sizes=standard)
+    report.build([root], str(tmp_path / "out"))
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    note = "CIFAR-10 format, synthetic or partial data (1,280 train / 500 test), ResNet18"
+    for png in ("accuracy_vs_sparsity.png", "sign_flips.png", "transfer_masks.png"):
+        title = captured[png].get_suptitle()
+        assert (note in title) is not standard and ("CIFAR-10, ResNet18" in title) is standard
+    assert (f"Setting: {note}" in summary) is not standard

@@ -23,9 +23,10 @@ import gpu_table  # noqa: E402
 STATUSES = {"met", "NOT met", "not measured"}
 
 
-def _check(tmp_path, *args, timeout=1200, dry=True):
+def _check(tmp_path, *args, timeout=1200, dry=True, env=None):
     out = tmp_path / "gpu_check.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "XLA_FLAGS")}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("OUT", "XLA_FLAGS")},
+           **(env or {})}
     env["JAX_PLATFORMS"] = "cpu"  # the rehearsal and the no-GPU answer, on any machine
     done = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh"),
                            *(["--dry"] if dry else []), "--out", str(out), *args], cwd=REPO,
@@ -71,6 +72,18 @@ def test_a_part_the_budget_cannot_fit_is_skipped_not_run(tmp_path):
     assert result["throughput"] == [] and result["complete"]
     assert all(r["status"] == "not measured" for r in result["targets"])
     assert "ResNet18 bf16 masked, img/s" in done.stdout and "not measured" in done.stdout
+
+
+def test_the_campaign_folder_is_removed_at_the_end(tmp_path):
+    """The generated archive, its TFDS folder and the campaign's run live in a temporary
+    folder (reported as `tmp`) that the check removes when it ends, --dry included."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result, _ = _check(tmp_path, "--budget_s=1", "--only=env,checks", timeout=300,
+                       env={"TMPDIR": str(tmp)})
+    assert result["parts"]["checks"]["status"] == "skipped"  # the data was started, not used
+    assert os.path.dirname(result["tmp"]) == str(tmp)
+    assert not os.path.exists(result["tmp"]) and os.listdir(tmp) == []
 
 
 def test_without_gpu_the_real_check_stops_after_env(tmp_path):

@@ -78,16 +78,22 @@ def small_resnet18():
     return x, _init_and_apply(models.create(_config(width=0.125), 10), x)
 
 
-@pytest.mark.parametrize(
-    "name,num_classes,hw",
-    [("resnet18", 10, 32), ("resnet50", 100, 32), ("resnet50_imagenet", 200, 64)],
-)
-def test_prunable_counts_at_width_one(name, num_classes, hw):
+# Example shape each model is built for (the count table's entries).
+_INPUT = {"resnet50_imagenet": (64, 64, 3), "lenet_300_100": (28, 28, 1)}
+
+
+@pytest.mark.parametrize("name,num_classes", sorted(models.PAPER_PRUNABLE_COUNTS))
+def test_prunable_counts_at_width_one(name, num_classes):
     model = models.create(_config(model=name), num_classes)
-    variables = _shapes(model, (1, hw, hw, 3))
+    variables = _shapes(model, (1, *_INPUT.get(name, (32, 32, 3))))
     count = _prunable_count(variables["params"])
     assert count == models.PAPER_PRUNABLE_COUNTS[(name, num_classes)]
-    expected = {"resnet18": 11_164_352, "resnet50": 23_652_032, "resnet50_imagenet": 23_864_512}
+    expected = {"resnet18": 11_164_352, "resnet50": 23_652_032, "resnet50_imagenet": 23_864_512,
+                # 784*300 + 300*100 + 100*10 (Frankle & Carbin 2019: 266K weights)
+                "lenet_300_100": 266_200,
+                # open_lth's prunable tensors (every conv and linear weight)
+                "vgg16": 14_715_584, "vgg19": 20_024_000, "resnet20": 270_896,
+                "resnet56": 851_504}
     assert count == expected[name]
 
 
@@ -329,7 +335,7 @@ def test_mlp_defaults_and_bfloat16():
 @pytest.mark.parametrize(
     "kwargs,key",
     [
-        ({"model": "vgg16"}, "model"),
+        ({"model": "vgg11"}, "model"),
         ({"dtype": "float16"}, "dtype"),
         ({"width": 0.0}, "width"),
         ({"model": "mlp", "mlp_hidden": (8, -1)}, "mlp_hidden"),
@@ -372,3 +378,157 @@ def test_cpu_canonical_conv_gradients_match_lax(monkeypatch, stride, kernel, pad
     for a, b in zip(ours, ref):
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+# --- open_lth's lottery-ticket networks ----------------------------------------------------
+
+# Total parameter counts asserted by open_lth's own tests (facebookresearch/open_lth,
+# models/test/test_mnist_lenet.py, test_cifar_vgg.py, test_cifar_resnet.py).
+OPEN_LTH_TOTALS = {"lenet_300_100": 266_610, "vgg16": 14_728_266, "vgg19": 20_040_522,
+                   "resnet20": 272_474}
+
+
+@pytest.mark.parametrize("name", sorted(OPEN_LTH_TOTALS))
+def test_open_lth_parameter_totals(name):
+    # Our kernels + BatchNorm scale/bias + classifier bias, plus the conv biases open_lth's
+    # VGG keeps (one per BatchNorm channel; dropped here, see models/vgg.py), are open_lth's
+    # tested totals: the same layers with the same shapes.
+    variables = _shapes(models.create(_config(model=name), 10),
+                        (1, *_INPUT.get(name, (32, 32, 3))))
+    params = variables["params"]
+    total = sum(leaf.size for _, leaf in _leaves(params))
+    bn_channels = sum(leaf.size for _, leaf in _leaves(variables.get("batch_stats", {}))) // 2
+    conv_biases = bn_channels if name.startswith("vgg") else 0
+    assert total + conv_biases == OPEN_LTH_TOTALS[name]
+
+
+def test_lenet_300_100_layers_and_init():
+    model = models.create(_config(model="lenet_300_100"), 10)
+    x = jnp.zeros((3, 28, 28, 1))
+    variables = _call(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+    assert set(variables) == {"params"}  # no BatchNorm
+    params = variables["params"]
+    assert list(params) == ["dense1", "dense2", "fc"]
+    assert [params[k]["kernel"].shape for k in params] == [(784, 300), (300, 100), (100, 10)]
+    for name, fan_in in (("dense1", 784), ("dense2", 300), ("fc", 100)):
+        # Kernel: Kaiming normal, std sqrt(2 / fan_in) (the fc's 1000 samples: 10%).
+        w = np.asarray(params[name]["kernel"], np.float64)
+        assert abs(w.std() / math.sqrt(2.0 / fan_in) - 1) < (0.01 if fan_in == 784 else 0.1)
+        # Bias: PyTorch's default nn.Linear bias, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        b = np.asarray(params[name]["bias"], np.float64)
+        bound = 1 / math.sqrt(fan_in)
+        assert np.all(np.abs(b) <= bound) and np.abs(b).max() > 0.8 * bound
+        if b.size >= 100:
+            assert abs(b.std() / (bound / math.sqrt(3)) - 1) < 0.2
+    logits = model.apply(variables, jnp.ones((3, 28, 28, 1)), train=True)
+    assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+    # Width scales the hidden units only.
+    narrow = _shapes(models.create(_config(model="lenet_300_100", width=0.1), 10), (1, 28, 28, 1))
+    assert [narrow["params"][k]["kernel"].shape for k in ("dense1", "dense2", "fc")] == [
+        (784, 30), (30, 10), (10, 10)]
+
+
+@pytest.mark.parametrize("name,depth", [("vgg16", 13), ("vgg19", 16)])
+def test_vgg_is_open_lths_cifar_vgg(name, depth):
+    from lrr_jax.models import vgg
+
+    params = _shapes(models.create(_config(model=name), 10), (1, 32, 32, 3))["params"]
+    channels = [c for c in vgg.PLANS[name] if c != "M"]
+    assert len(channels) == depth
+    ins = [3] + channels[:-1]
+    assert [params[f"conv{i + 1}"]["kernel"].shape for i in range(depth)] == [
+        (3, 3, c_in, c_out) for c_in, c_out in zip(ins, channels)]
+    assert all(set(params[f"conv{i + 1}"]) == {"kernel"} for i in range(depth))  # no conv bias
+    assert set(params) == {f"conv{i + 1}" for i in range(depth)} | {
+        f"bn{i + 1}" for i in range(depth)} | {"fc"}  # no hidden fully connected layer
+    assert params["fc"]["kernel"].shape == (512, 10) and params["fc"]["bias"].shape == (10,)
+    assert vgg.PLANS[name].count("M") == 4  # 32x32 -> 2x2 before the average pool
+
+
+@pytest.mark.parametrize("name,blocks", [("resnet20", 3), ("resnet56", 9)])
+def test_cifar_resnet_is_open_lths(name, blocks):
+    variables = _shapes(models.create(_config(model=name), 10), (1, 32, 32, 3))
+    params = variables["params"]
+    assert params["conv1"]["kernel"].shape == (3, 3, 3, 16)
+    assert sorted(k for k in params if k.startswith("layer")) == sorted(
+        f"layer{s}_{b}" for s in (1, 2, 3) for b in range(blocks))
+    # 1x1 stride-2 projections (conv + BN) exactly where the shape changes.
+    assert sorted(k for k, v in params.items() if "shortcut_conv" in v) == ["layer2_0", "layer3_0"]
+    assert params["layer2_0"]["shortcut_conv"]["kernel"].shape == (1, 1, 16, 32)
+    assert params["layer3_0"]["shortcut_conv"]["kernel"].shape == (1, 1, 32, 64)
+    assert params["layer3_0"]["conv1"]["kernel"].shape == (3, 3, 32, 64)
+    assert params["fc"]["kernel"].shape == (64, 10) and params["fc"]["bias"].shape == (10,)
+    convs = [p for p, leaf in _leaves(params) if p[-1] == "kernel" and leaf.ndim == 4]
+    assert len(convs) == 1 + 6 * blocks + 2  # depth 6n + 2 counts the fc, not the projections
+    for path, _ in _leaves(params):  # only BatchNorm and the classifier have biases
+        assert path[-1] != "bias" or "bn" in path[-2] or path[-2] == "fc", path
+    # Stride 2 in the first conv and the projection of stages 2 and 3: 32 -> 16 -> 8.
+    model = models.create(_config(model=name), 10)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
+        variables, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    strides = [tuple(e.params["window_strides"]) for e in _all_eqns(jaxpr.jaxpr)
+               if e.primitive.name == "conv_general_dilated"]
+    assert len(strides) == len(convs) and strides.count((2, 2)) == 4
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet20"])
+def test_cifar_models_forward_bn_and_sharded_statistics(name):
+    # Width 1/8, a real run: finite float32 logits in both modes; BatchNorm statistics move
+    # in training only; with bn_axis_name, two shards of one example reproduce the batch of 2.
+    model = models.create(_config(model=name, width=0.125), 10)
+    sharded = models.create(_config(model=name, width=0.125), 10, bn_axis_name="data")
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+
+    def run(x):
+        variables = model.init(jax.random.PRNGKey(0), x, train=False)
+        train = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        evaluated = model.apply(variables, x, train=False)
+        split = jax.vmap(lambda xs: sharded.apply(variables, xs, train=True,
+                                                  mutable=["batch_stats"]),
+                         axis_name="data")(x.reshape(2, 1, 32, 32, 3))
+        return variables, train, evaluated, split
+
+    variables, (logits, updates), evaluated, (split_logits, split_updates) = _call(run, x)
+    for out in (logits, evaluated):
+        assert out.shape == (2, 10) and out.dtype == jnp.float32
+        assert np.all(np.isfinite(np.asarray(out)))
+    np.testing.assert_allclose(np.asarray(split_logits).reshape(2, 10), np.asarray(logits),
+                               rtol=1e-4, atol=1e-4)
+    old = _leaves(variables["batch_stats"])
+    for (path, a), (_, b), (_, c) in zip(old, _leaves(updates["batch_stats"]),
+                                         _leaves(split_updates["batch_stats"]), strict=True):
+        assert not np.allclose(np.asarray(a), np.asarray(b)), path
+        np.testing.assert_allclose(np.asarray(c[0]), np.asarray(b), rtol=1e-4, atol=1e-5)
+    # The convolutions go through models/conv.py (fast CPU gradients inside lax.scan).
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables)
+    calls = [e for e in _all_eqns(jaxpr.jaxpr) if "custom_vjp" in e.primitive.name]
+    kernels = [leaf for path, leaf in _leaves(variables["params"])
+               if path[-1] == "kernel" and leaf.ndim == 4]
+    assert len(calls) == len(kernels) == {"vgg16": 13, "resnet20": 21}[name]
+
+
+def test_registry_is_a_dict_of_builders(monkeypatch):
+    assert all(callable(build) for build in models.MODELS.values())
+    assert "lenet_300_100" in models.MODELS and "vgg19" in models.MODELS
+
+    # A toy model is one function and one registry line.
+    import flax.linen as nn
+
+    class Toy(nn.Module):
+        num_classes: int
+
+        @nn.compact
+        def __call__(self, x, train: bool):
+            return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))
+
+    seen = {}
+
+    def build_toy(config, num_classes, bn_axis_name):
+        seen["args"] = (config.get("model"), num_classes, bn_axis_name)
+        return Toy(num_classes)
+
+    monkeypatch.setitem(models.MODELS, "toy", build_toy)
+    model = models.create(_config(model="toy"), 7, bn_axis_name="data")
+    assert isinstance(model, Toy) and seen["args"] == ("toy", 7, "data")
+    with pytest.raises(errors.ConfigError, match="choose one of .*'toy'"):
+        models.create(_config(model="toy2"), 7)

@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -50,16 +51,29 @@ def _run_both(argv_of, env_of=lambda i: {}, cwd=None) -> list[tuple[int, str, st
     """Run process 0 and 1 together (4 devices each): [(returncode, stdout, stderr)].
 
     `argv_of(i)` and `env_of(i)` give process i's command and extra environment.
+    Their output goes to files, not pipes: a process blocked on a full pipe that
+    nobody drains yet (the other one's is read first) would stall both at the
+    runtime's shutdown barrier.
     """
-    procs = [subprocess.Popen(argv_of(i), cwd=cwd, env=dict(_env(4), **env_of(i)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [(open(os.path.join(tmp, f"out{i}"), "w+"),
+                  open(os.path.join(tmp, f"err{i}"), "w+")) for i in range(2)]
+        procs = [subprocess.Popen(argv_of(i), cwd=cwd, env=dict(_env(4), **env_of(i)),
+                                  stdout=files[i][0], stderr=files[i][1], text=True)
+                 for i in range(2)]
+        try:
+            for p in procs:
+                p.wait(timeout=600)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        outs = []
+        for out, err in files:
+            out.seek(0), err.seek(0)
+            outs.append((out.read(), err.read()))
+            out.close(), err.close()
     return [(p.returncode, *out) for p, out in zip(procs, outs)]
 
 
@@ -81,7 +95,7 @@ def _numbers(rows: dict) -> np.ndarray:
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     one = subprocess.run([sys.executable, WORKER, "0", "1", "0", str(tmp_path / "one")],
-                         env=_env(8), capture_output=True, text=True, timeout=240)
+                         env=_env(8), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     reference = _result(one.stdout, one.stderr)
     assert (reference["process_count"], reference["devices"]) == (1, 8)
@@ -113,6 +127,28 @@ def test_two_processes_match_one_process(tmp_path):
     assert min(r["test_acc"] for r in two[0]["sharded_rows"]) > 0.5  # digits: it learns
     np.testing.assert_allclose(_numbers({"lrr": two[0]["sharded_rows"]}),
                                _numbers({"lrr": reference["sharded_rows"]}),
+                               rtol=1e-4, atol=1e-6)
+
+    # Streamed: each process reads only its devices' share of every batch, and the
+    # run equals 1 process x 8 devices.
+    ref_plans = reference["stream_plans"]  # per epoch: (steps, 8 devices, streams, local)
+    assert len(ref_plans) == len(two[0]["stream_plans"]) == len(two[1]["stream_plans"]) > 0
+    for k, full in enumerate(ref_plans):
+        full = np.asarray(full)
+        halves = [np.asarray(out["stream_plans"][k]) for out in two]
+        assert [h.shape[1] for h in halves] == [4, 4] and full.shape[1] == 8
+        for i, h in enumerate(halves):  # process i: devices 4i..4i+3 of each batch
+            assert np.array_equal(h, full[:, 4 * i:4 * i + 4])
+    for out in two:  # it read exactly its plans' examples, no more
+        planned = sorted(np.concatenate([np.asarray(p).reshape(-1)
+                                         for p in out["stream_plans"]]).tolist())
+        assert out["stream_reads"] == planned
+    assert sorted(two[0]["stream_reads"] + two[1]["stream_reads"]) == reference["stream_reads"]
+    assert two[0]["stream_rows"] == two[1]["stream_rows"]
+    np.testing.assert_allclose(_numbers(two[0]["stream_rows"]),
+                               _numbers(reference["stream_rows"]), rtol=1e-4, atol=1e-6)
+    # ... and trains what the on-device pipeline trains (the same batches).
+    np.testing.assert_allclose(_numbers(two[0]["stream_rows"]), _numbers(two[0]["rows"]),
                                rtol=1e-4, atol=1e-6)
 
     run = tmp_path / "two" / "lrr"

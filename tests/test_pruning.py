@@ -5,6 +5,10 @@ import pytest
 
 from lrr_jax import masks, pruning
 
+# The scores computed from the parameters alone (no model, no data): every allocation test
+# runs with each. SNIP and SynFlow need a model; their tests are at the end of this file.
+PARAMETER_SCORES = ("magnitude", "random")
+
 
 def tiny_params():
     return {
@@ -77,7 +81,7 @@ EXACT = ("global", "layerwise", "uniform", "balanced_exact", "erk_exact")
 
 
 @pytest.mark.parametrize("allocation", pruning.ALLOCATIONS)
-@pytest.mark.parametrize("score", pruning.SCORES)
+@pytest.mark.parametrize("score", PARAMETER_SCORES)
 def test_iterative_invariants(allocation, score):
     rng = np.random.default_rng(0)
     params = random_tree(rng)
@@ -123,7 +127,7 @@ def counts_of(mask):
 # Kept counts below are worked out by hand from the authors' formulas (see each test).
 
 
-@pytest.mark.parametrize("score", pruning.SCORES)
+@pytest.mark.parametrize("score", PARAMETER_SCORES)
 def test_paper_balanced_hand_computed(score):
     params = random_tree(np.random.default_rng(1))
     ones = masks.ones_like(params)
@@ -142,7 +146,7 @@ def test_paper_balanced_hand_computed(score):
     assert counts_of(pruning.prune(params, ones, 100, allocation="balanced")) == [34, 34, 34]
 
 
-@pytest.mark.parametrize("score", pruning.SCORES)
+@pytest.mark.parametrize("score", PARAMETER_SCORES)
 def test_paper_erk_hand_computed(score):
     params = random_tree(np.random.default_rng(2))
     ones = masks.ones_like(params)
@@ -210,7 +214,7 @@ def test_global_has_no_per_layer_plan():
     with pytest.raises(ValueError, match="unknown allocation"):
         pruning.planned_counts(ones, 300, "erk_ish")
     with pytest.raises(ValueError, match="unknown score"):
-        pruning.prune(params, ones, 300, score="snip")
+        pruning.prune(params, ones, 300, score="grasp")
 
 
 # The authors' CIFAR ResNet18 (models/resnet18.py) in their module order, PyTorch shapes
@@ -325,3 +329,233 @@ def test_paper_rules_along_the_schedule_after_capped_levels(allocation):
         assert masks.scheduled_count(n, 0.2, 2) == 50_135 > 33_690 == sum(
             m - int((1 - min(masks.scheduled_count(n, 0.2, 1) / 3 / m, 1.0)) * m)
             for m in sizes)
+
+
+# --- scores with a context: SNIP and SynFlow -------------------------------------------------
+
+
+def _tiny_model():
+    """Dense(4 -> 3) -> BatchNorm -> ReLU -> Dense(3 -> 2), with hand-chosen parameters."""
+    import flax.linen as nn
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.Dense(3, name="d1")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             name="bn")(x)
+            return nn.Dense(2, name="d2")(nn.relu(x))
+
+    params = {
+        "d1": {"kernel": np.array([[0.5, -1.0, 0.3], [2.0, 0.1, -0.4], [-0.7, 0.8, 1.5],
+                                   [0.2, -0.3, 0.6]], np.float32),
+               "bias": np.array([0.1, -0.2, 0.3], np.float32)},
+        "bn": {"scale": np.array([1.5, -0.5, 0.8], np.float32),
+               "bias": np.array([0.2, 0.4, -0.1], np.float32)},
+        "d2": {"kernel": np.array([[1.0, -2.0], [0.5, 0.25], [-1.5, 0.75]], np.float32),
+               "bias": np.array([0.05, -0.05], np.float32)},
+    }
+    stats = {"bn": {"mean": np.array([0.3, -0.6, 0.2], np.float32),
+                    "var": np.array([0.5, 2.0, 1.2], np.float32)}}
+    mask = masks.ones_like(params)
+    mask["d1"]["kernel"][1, 2] = 0  # already pruned
+    mask["d2"]["kernel"][2, 0] = 0
+    return Tiny(), params, stats, mask
+
+
+def _bn_eval(z, scale, bias, stats):
+    return (z - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * scale + bias
+
+
+def test_snip_matches_hand_computed_gradient():
+    model, params, stats, mask = _tiny_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1])
+    ctx = pruning.ScoreContext(params=params, mask=mask, batch_stats=stats,
+                               apply_fn=model.apply, batch=lambda: (x, y))
+    got = pruning.snip_scores(ctx)
+
+    # By hand: forward with the masked weights, BatchNorm on its running statistics
+    # (eval mode, as the authors' model after `validate`), mean cross-entropy.
+    x64 = x.astype(np.float64)
+    w1 = params["d1"]["kernel"] * mask["d1"]["kernel"]
+    w2 = params["d2"]["kernel"] * mask["d2"]["kernel"]
+    z1 = x64 @ w1 + params["d1"]["bias"]
+    inv = params["bn"]["scale"] / np.sqrt(stats["bn"]["var"] + 1e-5)
+    a = _bn_eval(z1, params["bn"]["scale"], params["bn"]["bias"], stats["bn"])
+    h = np.maximum(a, 0)
+    z2 = h @ w2 + params["d2"]["bias"]
+    p = np.exp(z2 - z2.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz2 = (p - np.eye(2)[y]) / len(y)
+    g2 = h.T @ dz2  # dL/d(w2 * m2)
+    dz1 = (dz2 @ w2.T) * (a > 0) * inv
+    g1 = x64.T @ dz1  # dL/d(w1 * m1)
+    # |g * w| on unpruned weights (w the raw weight), -1 on pruned ones.
+    want1 = np.where(mask["d1"]["kernel"] > 0, np.abs(g1 * params["d1"]["kernel"]), -1)
+    want2 = np.where(mask["d2"]["kernel"] > 0, np.abs(g2 * params["d2"]["kernel"]), -1)
+    assert set(got) == {"d1/kernel", "d2/kernel"}
+    np.testing.assert_allclose(got["d1/kernel"], want1, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["d2/kernel"], want2, rtol=1e-5, atol=1e-7)
+    assert got["d1/kernel"][1, 2] == -1 and got["d2/kernel"][2, 0] == -1
+
+
+def test_synflow_matches_hand_computed_flow_and_loads_no_data():
+    model, params, stats, mask = _tiny_model()
+
+    def no_data():
+        raise AssertionError("SynFlow is data-free: batch() must not be called")
+
+    ctx = pruning.ScoreContext(params=params, mask=mask, batch_stats=stats,
+                               apply_fn=model.apply, batch=no_data, input_shape=(4,))
+    got = pruning.synflow_scores(ctx)
+
+    # By hand: every parameter and running statistic made positive (the authors'
+    # `linearize`), pruned kernel entries zero, one all-ones input, BatchNorm in eval mode,
+    # R = sum of the logits; score |dR/d(|w| m)| * |w| on unpruned weights.
+    a1 = np.abs(params["d1"]["kernel"]) * mask["d1"]["kernel"]
+    a2 = np.abs(params["d2"]["kernel"]) * mask["d2"]["kernel"]
+    positive_stats = {k: np.abs(v) for k, v in stats["bn"].items()}
+    z1 = np.ones(4) @ a1 + np.abs(params["d1"]["bias"])
+    bn = _bn_eval(z1, np.abs(params["bn"]["scale"]), np.abs(params["bn"]["bias"]),
+                  positive_stats)
+    h = np.maximum(bn, 0)
+    assert (bn > 0).all()  # the hand formula below assumes every unit is active
+    slope = np.abs(params["bn"]["scale"]) / np.sqrt(positive_stats["var"] + 1e-5)
+    upstream = a2.sum(1)  # dR/dh_i = sum_j |w2_ij| m_ij
+    g1 = np.outer(np.ones(4), upstream * slope)  # dR/dA1_ki = x_k * dR/dh_i * slope_i
+    g2 = np.outer(h, np.ones(2))  # dR/dA2_ij = h_i
+    want1 = np.where(mask["d1"]["kernel"] > 0, g1 * np.abs(params["d1"]["kernel"]), -1)
+    want2 = np.where(mask["d2"]["kernel"] > 0, g2 * np.abs(params["d2"]["kernel"]), -1)
+    np.testing.assert_allclose(got["d1/kernel"], want1, rtol=1e-5)
+    np.testing.assert_allclose(got["d2/kernel"], want2, rtol=1e-5)
+
+    # Without input_shape, one example's shape comes from a batch (as the authors do).
+    ctx = pruning.ScoreContext(params=params, mask=mask, batch_stats=stats,
+                               apply_fn=model.apply,
+                               batch=lambda: (np.zeros((7, 4), np.float32), np.zeros(7)))
+    np.testing.assert_allclose(pruning.synflow_scores(ctx)["d1/kernel"], want1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("allocation", ["global", "layerwise"])
+def test_synflow_rounds_are_repeated_single_rounds(allocation):
+    # Three rounds from c0 to T = single-round SynFlow pruning to round(c0 * (T / c0)^(1/3)),
+    # then to round(c0 * (T / c0)^(2/3)), then to T, each on the mask of the one before
+    # (Tanaka et al.'s exponential schedule; per layer for a per-layer allocation).
+    import functools
+
+    params, context = _lenet_context()
+    mask = masks.ones_like(params)
+    c0 = masks.count(mask)[0]
+    target = masks.scheduled_count(c0, 0.5, 5)  # density 1/32
+    three = functools.partial(pruning.synflow_scores, rounds=3)
+    got = pruning.prune(params, mask, target, allocation=allocation, score=three,
+                        context=context)
+    final = pruning.planned_counts(mask, target, allocation, params)
+    step = mask
+    for r in (1, 2):
+        if final is None:
+            k = int(round(c0 * (target / c0) ** (r / 3)))
+            step = pruning.prune(params, step, k, score="synflow", context=context)
+        else:  # each layer on its own schedule: a per-layer plan, global ranking within it
+            sizes = {n: int(np.size(m)) for n, m in masks.prunable_leaves(mask).items()}
+            plan = {n: int(round(sizes[n] * (final[n] / sizes[n]) ** (r / 3))) for n in sizes}
+            step = pruning.prune(params, step, sum(plan.values()), score=lambda ctx, plan=plan: {
+                n: np.where(pruning.keep_top_k(s, plan[n]), s, -1)
+                for n, s in pruning.synflow_scores(ctx).items()}, context=context)
+    want = pruning.prune(params, step, target, allocation=allocation, score="synflow",
+                         context=context)
+    for name in ("dense1", "dense2", "fc"):
+        np.testing.assert_array_equal(got[name]["kernel"], want[name]["kernel"])
+    assert masks.count(got)[0] == target
+    one_round = pruning.prune(params, mask, target, allocation=allocation, score="synflow",
+                              context=context)
+    assert any((one_round[n]["kernel"] != got[n]["kernel"]).any()
+               for n in ("dense1", "dense2", "fc"))  # the rounds matter here
+
+
+def _lenet_context(width=0.05, seed=0):
+    import jax
+    import ml_collections
+
+    from lrr_jax import models
+
+    model = models.create(ml_collections.ConfigDict({"model": "lenet_300_100",
+                                                     "width": width}), 10)
+    x = np.random.default_rng(seed).normal(size=(16, 28, 28, 1)).astype(np.float32)
+    y = np.arange(16) % 10
+    variables = model.init(jax.random.PRNGKey(seed), x[:1], train=False)
+    params = jax.tree.map(np.asarray, variables["params"])
+    return params, pruning.ScoreContext(apply_fn=model.apply, input_shape=(28, 28, 1),
+                                        batch=lambda: (x, y))
+
+
+@pytest.mark.parametrize("allocation", ["global", "layerwise", "erk", "balanced_exact"])
+@pytest.mark.parametrize("score", ["snip", "synflow", "synflow_iterative"])
+def test_context_scores_keep_exactly_the_planned_count(allocation, score):
+    params, context = _lenet_context()
+    mask = masks.ones_like(params)
+    total = masks.count(mask)[1]
+    for level in range(1, 4):
+        target = masks.scheduled_count(total, 0.5, level)
+        new = pruning.prune(params, mask, target, allocation=allocation, score=score,
+                            seed=level, context=context)
+        assert masks.count(new)[0] == pruning.planned_total(mask, target, allocation)
+        planned = pruning.planned_counts(mask, target, allocation, params)
+        if planned is not None:
+            assert {k: int(v.sum()) for k, v in masks.prunable_leaves(new).items()} == planned
+        else:
+            assert masks.count(new)[0] == target
+        for old, now in zip(masks.prunable_leaves(mask).values(),
+                            masks.prunable_leaves(new).values()):
+            assert np.all(now <= old)  # nested
+        for name in ("dense1", "dense2", "fc"):  # biases never pruned
+            np.testing.assert_array_equal(new[name]["bias"], 1)
+        mask = new
+
+
+def test_context_scores_differ_from_magnitude_on_a_small_mlp():
+    params, context = _lenet_context(width=0.2)
+    mask = masks.ones_like(params)
+    target = masks.scheduled_count(masks.count(mask)[1], 0.2, 3)
+    ref = masks.prunable_leaves(pruning.prune(params, mask, target))
+    for score in ("snip", "synflow", "synflow_iterative"):
+        new = masks.prunable_leaves(pruning.prune(params, mask, target, score=score,
+                                                  context=context))
+        differ = sum(int((new[k] != ref[k]).sum()) for k in ref)
+        assert differ > 0.05 * target, score
+    # SynFlow's layer-collapse avoidance: it keeps relatively more of the small output layer.
+    syn = masks.prunable_leaves(pruning.prune(params, mask, target, score="synflow_iterative",
+                                              context=context))
+    assert syn["fc/kernel"].mean() >= ref["fc/kernel"].mean()
+
+
+def test_scores_registry_and_context_errors():
+    assert set(pruning.SCORES) >= {"magnitude", "random", "snip", "synflow"}
+    params = tiny_params()
+    ones = masks.ones_like(params)
+    with pytest.raises(ValueError, match="needs the model"):
+        pruning.prune(params, ones, 3, score="snip")
+    with pytest.raises(ValueError, match="needs the model"):
+        pruning.prune(params, ones, 3, score="synflow")
+
+    # A new score is one function of the context: here the negative magnitude (signed, any
+    # real number), registered by one line; pruned weights stay pruned.
+    def smallest(ctx):
+        return {name: -np.abs(w) for name, w in masks.prunable_leaves(ctx.params).items()}
+
+    pruning.SCORES["smallest"] = smallest
+    try:
+        mask = ones.copy()
+        mask["dense"] = {"kernel": np.array([[1, 0, 1]], np.float32),
+                         "bias": np.ones(3, np.float32)}
+        new = pruning.prune(params, mask, 3, score="smallest")
+        # Unpruned |w|: conv 0.5 3 2 0.1, dense 1 (0.2 pruned) 4: the three smallest.
+        np.testing.assert_array_equal(new["conv"]["kernel"], [[1, 0], [0, 1]])
+        np.testing.assert_array_equal(new["dense"]["kernel"], [[1, 0, 0]])
+    finally:
+        del pruning.SCORES["smallest"]
+    with pytest.raises(ValueError, match="NaN"):
+        pruning.prune(params, ones, 3, score=lambda ctx: {
+            n: np.full(np.shape(w), np.nan) for n, w in masks.prunable_leaves(ctx.params).items()})

@@ -1,4 +1,4 @@
-"""Each rewind mode changes exactly what PAPER.md says (params, batch_stats, opt_state, step)."""
+"""Each rewind mode changes exactly what the paper code does (params, BN, opt_state, step)."""
 
 import jax
 import numpy as np

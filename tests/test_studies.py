@@ -23,13 +23,14 @@ from trees import assert_trees_close, assert_trees_equal
 from lrr_jax import (
     campaign,
     checkpoints,
-    config_base,
     engine,
     levels,
     masks,
     pruning,
+    replica_set,
     replicas,
     studies,
+    validation,
     workdir,
 )
 from lrr_jax.errors import ConfigError
@@ -84,9 +85,9 @@ def base(root):
 
 def engine_for(config, method, run_dir):
     """A Campaign over an existing run directory, to replay its start_level."""
-    config_base.validate(config)
-    c = levels.Campaign(config, engine.make(config), replicas.from_config(config),
-                        {method: checkpoints.Store(run_dir)})
+    validation.validate(config)
+    c = replica_set.ReplicaSet(config, engine.make(config), replicas.from_config(config),
+                               {method: checkpoints.Store(run_dir)})
     return c, c.engine.init_states([r.seed for r in c.reps])
 
 
@@ -101,30 +102,31 @@ def store_of(run):
 
 def start_of(run, level, prev, init, point):
     """The start of `level` for every replica of `run`, as the level loop makes it."""
-    return levels.start_level(run, level, list(range(len(run.reps))), prev, init, point)
+    run.init, run.point = init, point
+    return levels.start_level(run, levels.LevelRun(level, list(range(len(run.reps))), prev))
 
 
 # ---- configs -------------------------------------------------------------------------------
 def test_every_study_config_validates():
     for variant in transfer.VARIANTS:
         c = transfer.get_config(variant)
-        config_base.validate(c)
+        validation.validate(c)
         assert c.methods == "" and c.method == transfer.VARIANTS[variant][0]
     assert transfer.get_config("wr_lrr_mask,cifar10_small").model == "resnet18"
     for allocation in random_masks.ALLOCATIONS:
         c = random_masks.get_config(allocation)
-        config_base.validate(c)
-        assert c.random_mask and c.pruning == allocation and c.methods == "imp,lrr"
+        validation.validate(c)
+        assert c.score == "random" and c.pruning == allocation and c.methods == "imp,lrr"
     c = sign_perturbation.get_config()
-    config_base.validate(c)
-    assert len(config_base.replica_settings(c)) == 10 and c.perturb_every == 4
+    validation.validate(c)
+    assert len(replicas.replica_settings(c)) == 10 and c.perturb_every == 4
     assert sign_perturbation.get_config("cifar10").perturb_every == 30  # the paper's
     c = cifar10_small.get_config()
-    config_base.validate(c)
+    validation.validate(c)
     with pytest.raises(ValueError, match="unknown transfer variant"):
         transfer.get_config("wr_imp_signs")
     with pytest.raises(ConfigError, match="^lmc_a: experiment 'lmc' needs"):
-        config_base.validate(lmc.get_config())
+        validation.validate(lmc.get_config())
 
 
 def test_transfer_config_without_source_stops_before_training(tmp_path):
@@ -201,7 +203,8 @@ def test_imp_with_lrr_signs_starts_from_init_magnitudes_and_lrr_signs(base, imp_
 
 @pytest.mark.parametrize("mode,method,init_signs_from", [
     ("own_signs", "imp", "rewind_point"), ("init_signs", "lrr", "rewind_point"),
-    ("init_signs", "lrr", "theta0"), ("shuffled_init_magnitudes", "imp", "rewind_point")])
+    ("init_signs", "lrr", "theta0"), ("shuffled_init_magnitudes", "imp", "rewind_point"),
+    ("shuffled_all_init_magnitudes", "imp", "rewind_point")])
 def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_from):
     """Replays level_start on the base runs' checkpoints with each variant switched on."""
     c = tiny(quickstart.get_config(), methods="", method=method, sign_transfer=mode,
@@ -238,11 +241,16 @@ def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_fr
             expected = np.abs(trained[name]) * np.sign(signs_of[name])
             np.testing.assert_array_equal(w[m], expected[m])
             assert np.any(np.sign(warm[name][m]) != np.sign(theta0[name][m]))  # not a no-op
-        else:  # a permutation of the layer's unpruned |theta_0| with own trained signs
+        elif mode == "shuffled_init_magnitudes":  # the unpruned |theta_0|, permuted
             np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
             np.testing.assert_array_equal(np.sort(np.abs(w[m])),
                                           np.sort(np.abs(theta0[name][m])))
             assert not np.array_equal(np.abs(w[m]), np.abs(theta0[name][m]))
+        else:  # drawn from all of the layer's |theta_0| (the paper code), own trained signs
+            np.testing.assert_array_equal(np.sign(w[m]), np.sign(trained[name][m]))
+            assert np.isin(np.abs(w[m]), np.abs(theta0[name])).all()
+            assert not np.array_equal(np.sort(np.abs(w[m])), np.sort(np.abs(theta0[name][m])))
+            np.testing.assert_array_equal(w[~m], theta0[name][~m])  # pruned: IMP's rewind
     if mode == "init_signs":
         # The paper code reloads the rewind point's optimizer (its momentum); 'theta0' keeps
         # LRR's own. Either way the optimizer state is one of two that differ.
@@ -259,18 +267,18 @@ def test_sign_transfer_variants_at_level_start(base, mode, method, init_signs_fr
 def test_init_signs_options_are_validated():
     c = tiny(transfer.get_config("lrr_init_signs"))
     assert c.init_signs_from == "rewind_point"  # the paper code's
-    config_base.validate(c)
+    validation.validate(c)
     for key, value in (("init_signs_from", "theta_0"), ("sign_source_level", "next")):
         bad = c.copy_and_resolve_references()
         bad[key] = value
         with pytest.raises(ConfigError, match=f"^{key}: unknown "):
-            config_base.validate(bad)
+            validation.validate(bad)
     bad = c.copy_and_resolve_references()
     bad.reset_momentum = True
     with pytest.raises(ConfigError, match="^init_signs_from: 'rewind_point' restores"):
-        config_base.validate(bad)
+        validation.validate(bad)
     bad.init_signs_from = "theta0"
-    config_base.validate(bad)
+    validation.validate(bad)
 
 
 # ---- random masks ----------------------------------------------------------------------------
@@ -362,7 +370,7 @@ def test_perturb_recovery_epochs_stops_the_flips_before_the_levels_end(root, mon
         c = tiny(sign_perturbation.get_config(), perturb_recovery_epochs=bad,
                  epochs_per_level=150)
         with pytest.raises(ConfigError, match="^perturb_recovery_epochs: must be in"):
-            config_base.validate(c)
+            validation.validate(c)
 
 
 def test_perturb_every_3_flips_only_before_epochs_2_and_5_unpruned_weights_only(

@@ -143,3 +143,29 @@ def test_figure_writes_png(small_run, tmp_path):
 def test_bad_config_raises():
     with pytest.raises(errors.ConfigError, match="theory_init"):
         theory.run(ml_collections.ConfigDict({"theory_init": "nope"}), "/nonexistent")
+
+
+def test_entry_point_prints_the_result(tmp_path):
+    """`python -m lrr_jax.main --config=configs/single_neuron.py` ends with the rates."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "lrr_jax.main", "--config=configs/single_neuron.py",
+         f"--workdir={tmp_path}", "--config.theory_num_inits=200", "--config.theory_steps=300",
+         "--config.theory_grid_size=5"], cwd=repo, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / "theory.json") as f:
+        r = json.load(f)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == (f"wrote {tmp_path / 'theory.json'} (figure: python -m lrr_jax.report "
+                         f"{tmp_path})")
+    text = "\n".join(lines)
+    assert (f"| balanced (d = 10) | {r['imp_success_rate']:.3f} | {r['lrr_success_rate']:.3f} | "
+            f"{r['dense_success_rate']:.3f} | {r['mask_correct_rate']:.3f} |") in text
+    assert f"| independent (d = 10) | {r['other_init']['imp_success_rate']:.3f} |" in text
+    q = r["d1"]["quadrants"]
+    assert "d = 1, success per quadrant of (w0, a0): " + ", ".join(
+        f"{k} {v['success_rate']:.2f}" for k, v in q.items()) in text

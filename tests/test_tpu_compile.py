@@ -19,7 +19,7 @@ import sys
 import jax
 import pytest
 
-from lrr_jax import config_base, plan, tpu_compile
+from lrr_jax import config_base, plan, tpu_compile, validation
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +83,51 @@ def test_narrow_level_epoch_compiles_for_the_tpu(target, parallel, on_cpu):
     # FLOPs of one scanned step per chip: the CPU's step (the whole batch of 64 on one
     # device) divided over the chips.
     assert tpu.flops == pytest.approx(cpu.flops / chips, rel=0.05)
+
+
+STREAM = tpu_compile.Shapes(n_train=4096, n_test=512, shape=(64, 64, 3), test_shape=(64, 64, 3),
+                            classes=1000, image=True, source="test", stream=True)
+
+
+def narrow_imagenet(**overrides):
+    from configs import imagenet
+
+    c = imagenet.get_config()
+    c.update({"methods": "lrr", "width": 0.0625, "image_size": 64, "batch_size": 64,
+              **overrides})
+    return c
+
+
+def exact_step_bytes(local: int, k: int = 1) -> int:
+    """One streamed step's arguments on a chip besides the state: its block of the batch
+    (uint8 images, int32 labels), the metric sums (loss, acc per replica) and each
+    replica's stream index. The epoch keys and the step index place on-device
+    augmentation; ImageNet's ran on the host, so the compilers drop them as unused."""
+    return local * 64 * 64 * 3 + local * 4 + 2 * k * 4 + k * 4
+
+
+def test_streamed_imagenet_step_compiles_for_the_tpu():
+    """input_pipeline='stream' (ImageNet): the compiled program is one step taking its batch
+    as an argument; nothing of the split is resident, and the step's FLOPs are the CPU's
+    over the chips."""
+    config = narrow_imagenet(parallel="shard_map")
+    cpu_progs = tpu_compile.Programs(config, jax.devices("cpu")[:1], STREAM)
+    cpu = cpu_progs.compile("level", 1)
+    state = cpu_progs.state_bytes(1)
+    assert cpu.arguments == state + exact_step_bytes(local=64)
+    progs = tpu_compile.Programs(config, tpu_compile.topology("tpu:v5e:2x2"), STREAM)
+    tpu = progs.compile("level", 1)
+    assert not tpu.refused and progs.steps_per_epoch == 4096 // 64
+    # The chip's layout of the step's arguments: the uint8 (16, 64, 64, 3) block padded to
+    # the TPU's tiles, about twice its bytes (measured: 395,264 for 196,684).
+    step_args = tpu.arguments - tpu.aliased
+    assert exact_step_bytes(local=16) <= step_args <= 2.5 * exact_step_bytes(local=16)
+    assert tpu.flops == pytest.approx(cpu.flops / 4, rel=0.05)
+    ev = progs.compile("eval", 1)
+    assert not ev.refused and ev.flops > 0
+    resident = progs.resident(1)  # two steps' batches and two evaluation blocks, no split
+    assert resident["train"] == 2 * step_args
+    assert resident["test"] == 2 * progs.data["eval_batch"] * (64 * 64 * 3 + 4 + 4)
 
 
 class Linear:
@@ -226,7 +271,7 @@ def test_a_crash_of_the_compiler_is_one_line_naming_the_program(tmp_path):
 ])
 def test_compile_for_is_validated(overrides, fragment):
     with pytest.raises(ConfigError) as e:
-        config_base.validate(narrow(**overrides))
+        validation.validate(narrow(**overrides))
     assert e.value.key == "compile_for" and fragment in str(e.value)
 
 

@@ -34,8 +34,13 @@ Parts (`--only=a,b,...`; default all):
   method (its seeds vmapped: how methods ran before they became replicas);
   `methods_one_program_speedup` = one-method-at-a-time seconds / one-program
   seconds (target >= 1: one program is not slower), also
-  `replicas_one_program_speedup`. `--methods_levels` (default: the
-  quickstart's 15). Compilation is included: each campaign compiles its own.
+  `replicas_one_program_speedup`. Then the mask-transfer figure
+  (imp, wr, lrr, wr@lrr, lrr@imp x the seeds) as one program against its two
+  stages run one after another (imp,wr,lrr; then WR and LRR with
+  `mask_source` = stage 1's LRR and IMP runs): `figure_one_program_speedup` =
+  two-stage seconds / one-program seconds (target >= 1). `--methods_levels`
+  (default: the quickstart's 15). Compilation is included: each campaign
+  compiles its own.
 * `prune`: `pruning.prune` (global magnitude, exact count) on random
   ResNet50/CIFAR100-size parameters (23.65M prunable weights) with a mask at
   density 0.8^4, pruned to 0.8^5; `prune_seconds` is the median.

@@ -11,10 +11,10 @@ import time
 import jax
 
 from lrr_jax import config_base, parallel
-from lrr_jax.bench import ckpt, parts, programs, render, timing
+from lrr_jax.bench import ckpt, inputs, parts, programs, render, timing
 
-PARTS = ("throughput", "vmap", "vmap_runs", "methods", "prune", "checkpoints", "quickstart",
-         "torch")
+PARTS = ("throughput", "vmap", "vmap_runs", "methods", "prune", "checkpoints", "input",
+         "quickstart", "torch")
 # Per-platform defaults: (width, steps per timed epoch, repeats).
 PLATFORM_DEFAULTS = {"cpu": (0.25, 2, 3), "gpu": (1.0, 50, 5), "tpu": (1.0, 50, 5)}
 DESCRIPTION = ("Benchmarks of the training engine: `python -m lrr_jax.bench` prints one JSON "
@@ -47,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint_mib", default="6,128",
                    help="state sizes (MiB) of the checkpoints part: the quickstart's 6 "
                         "replicas, a full-width ResNet18 (params, momentum, mask)")
+    p.add_argument("--input_images", type=int, default=64,
+                   help="generated 500x375 JPEGs the input part's host transforms are timed on")
+    p.add_argument("--input_cifar_examples", type=int, default=2048,
+                   help="examples of the generated CIFAR-10 archive of the input part's "
+                        "stream vs on-device epoch")
     p.add_argument("--quickstart_config", default=programs.QUICKSTART_CONFIG)
     p.add_argument("--quickstart_overrides", default="",
                    help="extra flags for the quickstart run, space-separated "
@@ -106,13 +111,16 @@ def run(argv=None) -> dict:
     settings = {k: getattr(args, k) for k in (
         "only", "width", "batch", "steps", "repeats", "models", "dtypes", "parallel",
         "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "methods_levels",
-        "checkpoint_mib", "quickstart_overrides", "out")}
+        "checkpoint_mib", "input_images", "input_cifar_examples", "quickstart_overrides",
+        "out")}
     result = {"command": " ".join(["python -m lrr_jax.bench", *args.argv]),
               "settings": settings, "defaults_chosen": chosen, "device": device_info(),
               "targets": render.TARGETS, "loadavg_start": timing.loadavg(),
               "throughput": [], "masked_over_dense": None, "vmap_speedup": None,
               "vmap_runs_speedup": None, "methods_one_program_speedup": None,
+              "figure_one_program_speedup": None,
               "prune_seconds": None, "quickstart_seconds": None,
+              "input_train_images_per_second_per_core": None, "stream_over_device": None,
               "torch_ratio": None,
               "details": {}}
     t0 = time.perf_counter()
@@ -129,11 +137,18 @@ def run(argv=None) -> dict:
         rec = parts.bench_methods(args)
         result["details"]["methods"] = rec
         result["methods_one_program_speedup"] = rec["methods_one_program_speedup"]
+        result["figure_one_program_speedup"] = rec["figure_one_program_speedup"]
     if "prune" in args.only:
         rec = parts.bench_prune(args)
         result["details"]["prune"], result["prune_seconds"] = rec, rec["prune_seconds"]
     if "checkpoints" in args.only:
         result["details"]["checkpoints"] = ckpt.bench_checkpoints(args)
+    if "input" in args.only:
+        host, pipes = inputs.bench_host(args), inputs.bench_pipelines(args)
+        result["details"]["input"] = {"host": host, "pipelines": pipes}
+        result["input_train_images_per_second_per_core"] = \
+            host["train_images_per_second_per_core"]
+        result["stream_over_device"] = pipes["stream_over_device"]
     if "quickstart" in args.only:
         rec = parts.bench_quickstart(args)
         result["details"]["quickstart"] = rec

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from lrr_jax import config_base, masks, models, parallel, pruning, train
+from lrr_jax import config_base, engine, masks, models, parallel, pruning, replicas, train
 from lrr_jax.bench import programs, timing, torch_ref
 
 rnd = timing.rnd
@@ -64,13 +64,13 @@ def bench_vmap(args, backend) -> dict:
         ds = data.load(c)
         model = models.create(c, ds.num_classes, bn_axis_name=train.AXIS)
         sample = np.zeros((1, *ds.train_x.shape[1:]), np.float32)
-        fn, steps = train.make_train_epoch(
-            apply_fn=model.apply, config=c, phase="level", num_train=ds.train_x.shape[0],
-            num_devices=backend.num_devices, mean=ds.mean, std=ds.std, image=ds.is_image)
+        c.data_order = "shared"  # one batch per step for all replicas
+        info = engine.DataInfo(c.dataset, ds.train_x.shape[0], ds.test_x.shape[0],
+                               tuple(ds.train_x.shape[1:]), ds.num_classes, ds.mean, ds.std)
+        vmapped_fn, steps = engine.epoch_program(c, model, backend, info, "level")
+        single_fn, _ = engine.epoch_program(c, model, backend, info, "level")
         x, y = backend.put(ds.train_x), backend.put(ds.train_y)
         stacked = parallel.get(train.create_replicas(model, c, list(range(k)), sample))
-        vmapped_fn = backend.map(fn, 4, donate_first=True)
-        single_fn = backend.map(fn, 4, donate_first=True)
         holder = {"vmapped": backend.put(stacked),
                   "sequential": [backend.put(jax.tree.map(lambda a, r=r: a[r:r + 1], stacked))
                                  for r in range(k)]}
@@ -178,7 +178,7 @@ def bench_methods(args) -> dict:
     if args.methods_levels:
         c.levels = args.methods_levels
     c.progress, c.tensorboard = False, False
-    methods = config_base.methods_of(c)
+    methods = replicas.methods_of(c)
     rec = {"part": "methods", "model": f"mlp{tuple(c.mlp_hidden)}", "dataset": c.dataset,
            "methods": list(methods), "num_replicas": c.num_replicas, "levels": c.levels,
            "epochs_per_level": c.epochs_per_level, "warmup_epochs": c.warmup_epochs,
@@ -204,8 +204,45 @@ def bench_methods(args) -> dict:
                                              / rec["one_program_seconds"])
     rec["replicas_one_program_speedup"] = rnd(rec["one_replica_at_a_time_seconds"]
                                               / rec["one_program_seconds"])
+    rec.update(_lockstep_figure(c))
     timing.progress(rec)
     return rec
+
+
+FIGURE = ("imp", "wr", "lrr", "wr@lrr", "lrr@imp")  # the mask-transfer figure's methods
+
+
+def _lockstep_figure(c) -> dict:
+    """The paper's mask-transfer figure (IMP, WR, LRR, WR on LRR's masks, LRR on IMP's)
+    as one program (`--config.methods=imp,wr,lrr,wr@lrr,lrr@imp`) against its two stages
+    run one after another: imp,wr,lrr, then WR and LRR each with `mask_source` = the
+    first stage's LRR and IMP runs. Compilation included in both."""
+    out = {"figure_methods": list(FIGURE)}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        one = c.copy_and_resolve_references()
+        one.methods = ",".join(FIGURE)
+        t = time.perf_counter()
+        lockstep = programs.run_campaign(one, os.path.join(tmp, "one"))
+        out["figure_one_program_seconds"] = rnd(time.perf_counter() - t)
+        t = time.perf_counter()
+        first = c.copy_and_resolve_references()
+        first.methods = "imp,wr,lrr"
+        staged = dict(programs.run_campaign(first, os.path.join(tmp, "stage1")))
+        for target, source in (("wr", "lrr"), ("lrr", "imp")):
+            second = c.copy_and_resolve_references()
+            second.methods, second.method = "", target
+            second.mask_source = os.path.join(tmp, "stage1", source)
+            staged[f"{target}@{source}"] = programs.run_campaign(
+                second, os.path.join(tmp, f"stage2_{target}"))[target]
+        out["figure_two_stages_seconds"] = rnd(time.perf_counter() - t)
+    for name, rows in (("one_program", lockstep), ("two_stages", staged)):
+        last = [float(r["test_acc"]) for m in FIGURE for r in rows[m]
+                if int(r["level"]) == c.levels - 1]
+        assert len(last) == len(FIGURE) * c.num_replicas, (name, len(last))  # same work
+        out[f"figure_{name}_last_level_mean_test_acc"] = rnd(float(np.mean(last)))
+    out["figure_one_program_speedup"] = rnd(out["figure_two_stages_seconds"]
+                                            / out["figure_one_program_seconds"])
+    return out
 
 
 def bench_prune(args) -> dict:

@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 
-from lrr_jax import config_base, models, parallel, train
+from lrr_jax import config_base, engine, models, parallel, train
 from lrr_jax.bench import timing
 
 NUM_CLASSES = {"resnet18": 10, "resnet50": 100}  # CIFAR10 ResNet18, CIFAR100 ResNet50
@@ -56,7 +56,6 @@ class EpochProgram:
                  data_order: str = "shared"):
         if data_order not in data_orders():
             raise ValueError(f"data_order {data_order!r} not in {data_orders()}")
-        extra = {"per_replica": True} if data_order == "per_replica" else {}
         rng = np.random.default_rng(seed)
         n = steps * config.batch_size
         image = len(example_shape) == 3
@@ -74,11 +73,11 @@ class EpochProgram:
         sample = np.zeros((1, *example_shape), np.float32)
         state = train.create_replicas(model, config, list(range(replicas)), sample)
         self.state = backend.put(parallel.get(state))
-        fn, self.steps = train.make_train_epoch(
-            apply_fn=model.apply, config=config, phase="level", num_train=n,
-            num_devices=backend.num_devices, mean=mean, std=std, image=image, masked=masked,
-            **extra)
-        self.fn = backend.map(fn, 4, donate_first=True)
+        c = config.copy_and_resolve_references()
+        c.data_order = data_order
+        info = engine.DataInfo("synthetic", n, n, tuple(example_shape), num_classes, mean, std)
+        self.fn, self.steps = engine.epoch_program(c, model, backend, info, "level",
+                                                   masked=masked)
         self.replicas, self.data_order = replicas, data_order
         self.images_per_epoch = n
         self.epoch = 0

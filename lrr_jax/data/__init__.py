@@ -25,20 +25,158 @@ tensorflow_datasets.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from lrr_jax import errors
 
-DATASETS = ("mnist1d", "digits", "cifar10", "cifar100", "tiny_imagenet")
 NORMALIZATIONS = ("paper", "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One dataset of the registry `DATASETS`.
+
+    Attributes:
+        load: config -> (arrays {'train_x', 'train_y', 'test_x', 'test_y'}, classes),
+            host numpy arrays as `Dataset` holds them; None for a dataset that
+            only streams (`stream`).
+        title: its name in figures and tables ('CIFAR-10').
+        sizes: config -> (train, test, example shape, classes) of the real dataset,
+            what the plan assumes when it is not prepared here and what tells a
+            partial or generated copy; None when there is no standard.
+        statistics: the authors' fixed (mean, std) per channel on the 0..1 scale
+            (`normalization='paper'`); None: the train split's own.
+        augment: config -> the per-example train transform (key, image) -> image
+            applied on the device with `config.augment`, or None (no augmentation
+            is defined: vectors, digits).
+        stream: config -> `stream.Streams` reading its records on the host; None:
+            the stream reads the host arrays of `load`.
+    """
+
+    load: Callable | None
+    title: str
+    sizes: Callable | None = None
+    statistics: tuple | None = None
+    augment: Callable | None = None
+    stream: Callable | None = None
+
+
+def _load_embedded(config, name):
+    from lrr_jax.data import embedded
+
+    return (embedded.load_mnist1d if name == "mnist1d" else embedded.load_digits)(config), 10
+
+
+def _load_cifar(config, name):
+    from lrr_jax.data import cifar
+
+    return cifar.load_arrays(config, name), cifar.NUM_CLASSES[name]
+
+
+def _load_tiny_imagenet(config, name):
+    from lrr_jax.data import tiny_imagenet
+
+    arrays, classes = tiny_imagenet.load_arrays(config)
+    if tiny_imagenet.resolution(config) == 224:  # the test split resized once (Resize 256)
+        from lrr_jax.data import augment
+
+        arrays = {**arrays, "test_x": augment.resize_center_crop_host(arrays["test_x"])}
+    return arrays, classes
+
+
+def _load_mnist(config, name):
+    from lrr_jax.data import mnist
+
+    return mnist.load_arrays(config, name)
+
+
+def _crop_flip(config):
+    from lrr_jax.data import augment
+
+    return augment.crop_flip(int(config.get("augment_pad", 4)))
+
+
+def _tiny_imagenet_augment(config):
+    from lrr_jax.data import augment, tiny_imagenet
+
+    return (augment.random_resized_crop_flip if tiny_imagenet.resolution(config) == 224
+            else _crop_flip(config))
+
+
+def _tiny_imagenet_sizes(config):
+    from lrr_jax.data import tiny_imagenet
+
+    side = tiny_imagenet.resolution(config)  # the test split the model sees
+    return 100_000, 10_000, (64, 64, 3), 200, (side, side, 3)
+
+
+def _stream_cifar(config, name):
+    from lrr_jax.data import stream
+
+    return stream.cifar_streams(config, name)
+
+
+def _stream_imagenet(config, name):
+    from lrr_jax.data import stream
+
+    return stream.imagenet_streams(config)
+
+
+def _imagenet_sizes(config):
+    size = int(config.get("image_size", 224))
+    return 1_281_167, 50_000, (size, size, 3), 1000
+
+
 # The authors' fixed per-channel (mean, std) on the 0..1 scale (imp-lrr-lts
-# data/cifar10.py: CIFAR10, CIFAR100, TinyImagenet's ImageNet constants).
-PAPER_STATISTICS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
-    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+# data/cifar10.py: CIFAR10, CIFAR100, TinyImagenet's ImageNet constants; open_lth's
+# MNIST constants).
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+# The registry: `config.dataset` -> its Spec. A config file may add an entry.
+DATASETS = {
+    "mnist1d": Spec(_load_embedded, "MNIST-1D"),
+    "digits": Spec(_load_embedded, "digits"),
+    "cifar10": Spec(_load_cifar, "CIFAR-10", lambda c: (50_000, 10_000, (32, 32, 3), 10),
+                    ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)), _crop_flip,
+                    _stream_cifar),
+    "cifar100": Spec(_load_cifar, "CIFAR-100", lambda c: (50_000, 10_000, (32, 32, 3), 100),
+                     ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)), _crop_flip,
+                     _stream_cifar),
+    "tiny_imagenet": Spec(_load_tiny_imagenet, "Tiny ImageNet", _tiny_imagenet_sizes,
+                          _IMAGENET_STATS, _tiny_imagenet_augment),
+    "imagenet2012": Spec(None, "ImageNet", _imagenet_sizes, _IMAGENET_STATS, None,
+                         _stream_imagenet),
+    # LeNet's lottery-ticket data: no augmentation (open_lth), its fixed statistics.
+    "mnist": Spec(_load_mnist, "MNIST", lambda c: (60_000, 10_000, (28, 28, 1), 10),
+                  ((0.1307,), (0.3081,))),
+    "fashion_mnist": Spec(_load_mnist, "Fashion-MNIST",
+                          lambda c: (60_000, 10_000, (28, 28, 1), 10)),
 }
+
+
+def spec(name: str) -> Spec:
+    """The registry entry of `name`; ConfigError('dataset') when there is none."""
+    if name not in DATASETS:
+        raise errors.ConfigError("dataset", f"unknown dataset {name!r}; expected one of "
+                                 f"{tuple(DATASETS)}")
+    return DATASETS[name]
+
+
+def real_sizes(config):
+    """(train, test, example shape, classes[, test example shape]) of `config.dataset`'s real
+    dataset, or None where it has no standard size."""
+    s = spec(config.dataset)
+    return None if s.sizes is None else s.sizes(config)
+
+
+def train_transform(config):
+    """The dataset's per-example train augmentation, or None (none defined)."""
+    s = spec(config.get("dataset", ""))
+    return None if s.augment is None else s.augment(config)
+
+
 # Stds below this (constant features, e.g. the digits' always-blank border
 # pixels) are replaced by 1 so normalization never divides by ~0.
 _MIN_STD = 1e-6
@@ -136,31 +274,18 @@ def load(config) -> Dataset:
         raise errors.ConfigError(
             "normalization", f"unknown normalization {normalization!r}; expected one of "
             f"{NORMALIZATIONS}")
-    if name in ("mnist1d", "digits"):
-        from lrr_jax.data import embedded
-
-        loader = embedded.load_mnist1d if name == "mnist1d" else embedded.load_digits
-        arrays, num_classes = loader(config), 10
-    elif name in ("cifar10", "cifar100"):
-        from lrr_jax.data import cifar
-
-        arrays, num_classes = cifar.load_arrays(config, name), cifar.NUM_CLASSES[name]
-    elif name == "tiny_imagenet":
-        from lrr_jax.data import tiny_imagenet
-
-        arrays, num_classes = tiny_imagenet.load_arrays(config)
-    else:
-        raise errors.ConfigError("dataset", f"unknown dataset {name!r}; expected one of {DATASETS}")
-    if normalization == "paper" and name in PAPER_STATISTICS:
-        mean, std = (np.asarray(v, np.float32) for v in PAPER_STATISTICS[name])
+    entry = spec(name)
+    if entry.load is None:
+        raise errors.ConfigError("input_pipeline", f"{name} is read as a stream of records "
+                                 "(it does not fit on a device): use --config.input_pipeline="
+                                 "stream")
+    arrays, num_classes = entry.load(config, name)
+    if normalization == "paper" and entry.statistics is not None:
+        mean, std = (np.asarray(v, np.float32) for v in entry.statistics)
     else:
         mean, std = _statistics(arrays["train_x"])
     train_x, train_y = _limit(config, "train_limit", arrays["train_x"], arrays["train_y"])
     test_x, test_y = _limit(config, "test_limit", arrays["test_x"], arrays["test_y"])
-    if name == "tiny_imagenet" and tiny_imagenet.resolution(config) == 224:
-        from lrr_jax.data import augment
-
-        test_x = augment.resize_center_crop_host(test_x)
     return Dataset(
         train_x=train_x,
         train_y=train_y.astype(np.int32),
@@ -171,3 +296,32 @@ def load(config) -> Dataset:
         std=std,
         name=name,
     )
+
+
+def open_streams(config):
+    """The train and test sources of `config.dataset` for the streaming pipeline
+    (`lrr_jax.data.stream`): its records read on the host (`Spec.stream`), else its
+    host arrays; with the normalization statistics `load` would give.
+
+    Raises:
+        ConfigError: as `load` (a dataset that is not prepared, bad paths).
+    """
+    from lrr_jax.data import stream
+
+    name = config.get("dataset", "")
+    entry = spec(name)
+    if entry.stream is None:
+        ds = load(config)
+        return stream.Streams(name, stream.array_source(ds.train_x, ds.train_y),
+                              stream.array_source(ds.test_x, ds.test_y), ds.num_classes,
+                              ds.mean, ds.std, False, "host arrays")
+    s = entry.stream(config, name)
+    if config.get("normalization", "paper") == "paper" and entry.statistics is not None:
+        mean, std = (np.asarray(v, np.float32) for v in entry.statistics)
+    elif entry.load is None:
+        raise errors.ConfigError("normalization", f"{name} is streamed: 'data' statistics "
+                                 "would decode the whole training set; use 'paper'")
+    else:
+        ds = load(config)  # the host arrays' statistics, as the on-device pipeline computes
+        mean, std = ds.mean, ds.std
+    return dataclasses.replace(s, mean=mean, std=std)

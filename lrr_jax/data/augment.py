@@ -3,7 +3,7 @@
 Pure jax, no host sync: the batch stays on the accelerator and these fuse
 into the train step.
 
-Training augmentation is per example: `train_transform(config)` is a
+Training augmentation is per example: `data.train_transform(config)` is a
 function (key, image) -> image and `per_example` applies it to a batch with
 one key per example, folded from the epoch key and the example's position
 in the epoch (so it does not depend on the device count):
@@ -95,7 +95,7 @@ def per_example(key: jax.Array, positions: jax.Array, images: jax.Array, transfo
         key: The epoch's augmentation key.
         positions: (B,) int positions of the examples in the epoch order.
         images: (B, H, W, C) batch.
-        transform: (key, image) -> image, e.g. from `train_transform`.
+        transform: (key, image) -> image, e.g. from `data.train_transform`.
     """
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
     return jax.vmap(transform)(keys, images)
@@ -237,17 +237,3 @@ def resize_center_crop_host(images: np.ndarray, resize: int = 256, crop: int = 2
     if not parts:
         return np.zeros((0, crop, crop, images.shape[-1]), images.dtype)
     return np.concatenate(parts)
-
-
-def train_transform(config):
-    """The per-example train augmentation for `config`: (key, image) -> image.
-
-    Tiny ImageNet at `tiny_imagenet_resolution` 224: `random_resized_crop_flip`
-    to 224. Otherwise `crop_flip(config.augment_pad)`.
-    """
-    if config.get("dataset", "") == "tiny_imagenet":
-        from lrr_jax.data import tiny_imagenet
-
-        if tiny_imagenet.resolution(config) == 224:
-            return random_resized_crop_flip
-    return crop_flip(int(config.get("augment_pad", 4)))

@@ -392,6 +392,41 @@ def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
+def record_order(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
+    """{'train', 'test'}: the record index of each example in tarball order.
+
+    TFDS shuffles the examples when it writes them; the streaming pipeline
+    reads record `order[i]` as example i, so it sees the examples in the
+    order `read` gives (and the on-device pipeline trains on). Only the ids
+    are decoded; the result is cached beside the arrays' cache.
+    """
+    import tensorflow_datasets as tfds
+
+    path = (os.path.join(cache_dir, f"{b.name}-order-{_fingerprint(b.data_dir)}.npz")
+            if cache_dir else None)
+    cached = embedded.load_npz(path) if path else None
+    if cached is not None:
+        return cached
+    out = {}
+    for split in ("train", "test"):
+        source = b.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+        n = len(source)
+        order = np.full(n, -1, np.int64)
+        for start in range(0, n, _READ_CHUNK):
+            keys = list(range(start, min(n, start + _READ_CHUNK)))
+            for record, example in zip(keys, source.__getitems__(keys)):
+                ident = example["id"]
+                ident = ident.decode() if isinstance(ident, bytes) else str(ident)
+                index = int(ident.rsplit("_", 1)[1])
+                if not 0 <= index < n or order[index] >= 0:
+                    raise ValueError(f"{split}: unexpected example id {ident!r} among {n}")
+                order[index] = record
+        out[split] = order
+    if path:
+        embedded.save_npz_atomic(path, out)
+    return out
+
+
 def load_arrays(config, kind: str) -> dict[str, np.ndarray]:
     """Returns CIFAR arrays, preparing the dataset first if allowed (see module doc).
 
@@ -409,8 +444,10 @@ def load_arrays(config, kind: str) -> dict[str, np.ndarray]:
         download=bool(config.get("download", False)),
     )
     sizes = split_sizes(b)
-    print(f"data: {kind} train {sizes['train']}, test {sizes['test']} (from {b.data_dir})",
-          file=sys.stderr, flush=True)
+    print(f"data: {kind} " + ", ".join(  # 'train 256 of 500 (train_limit)': the first 256
+        f"{k} {n}" if not 0 < (limit := int(config.get(f"{k}_limit", 0) or 0)) < n
+        else f"{k} {limit} of {n} ({k}_limit)" for k, n in sizes.items())
+        + f" (from {b.data_dir})", file=sys.stderr, flush=True)
     warning = size_warning(kind, sizes)
     if warning:
         print(warning, file=sys.stderr, flush=True)

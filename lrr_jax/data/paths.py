@@ -10,7 +10,7 @@ creates a folder literally named `~`.
 import os
 
 # Config keys holding paths that the data module reads.
-PATH_KEYS = ("data_dir", "cifar_archive", "tiny_imagenet_dir")
+PATH_KEYS = ("data_dir", "cifar_archive", "tiny_imagenet_dir", "idx_dir")
 
 
 def expand(path):

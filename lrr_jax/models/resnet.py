@@ -6,17 +6,19 @@ Two stems share one body of residual stages with widths 64-128-256-512
 - `stem='cifar'` (ResNet18 on CIFAR10, ResNet50 on CIFAR100): a 3x3 stride-1
   convolution and no max-pool, as `models/resnet18.py` of the authors' code.
 - `stem='imagenet'` (ResNet50 on Tiny ImageNet): a 7x7 stride-2 convolution and
-  a 3x3 stride-2 max-pool, as `models/resnet.py` of the authors' code. The
-  authors upsample Tiny ImageNet's 64x64 images to 224x224 before this stem;
-  here the network runs at the input's native resolution (64x64 gives a 2x2
-  map before the global pool). Upsampling could be added later behind a
-  `config.image_size` key; it is not implemented.
+  a 3x3 stride-2 max-pool, as `models/resnet.py` of the authors' code (their
+  Tiny ImageNet model, main.py:100-104; their `models/resnet_imagenet.py` is
+  never imported). The network runs at the size the data gives it: 224x224 by
+  default, the authors' upsampling of the 64x64 images (`tiny_imagenet_resolution`,
+  done by `lrr_jax.data`: a 7x7 map before the global pool), or the native 64x64
+  (a 2x2 map).
 
 Every convolution is bias-free and every convolution and the classifier use
 Kaiming normal initialization (fan_in, ReLU gain, untruncated). Projection
 shortcuts (1x1 convolution + BatchNorm) appear where the shape changes. The
 classifier is a bias-free Dense layer: the paper's code builds it as a bias-free
-1x1 convolution on the pooled features, which is the same map.
+1x1 convolution on the pooled features (a masked `ConvMask`, pruned like the other
+layers, with either stem), which is the same map.
 
 Prunable weights are exactly the leaves named `kernel`; BatchNorm leaves are
 `scale` and `bias` and no other leaf is called `kernel`.

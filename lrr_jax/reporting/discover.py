@@ -22,6 +22,7 @@ from lrr_jax import schema
 RESULTS_FILE = "results.csv"
 SIGN_FLIPS_FILE = "sign_flips.csv"
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
 LMC_FILE = "lmc.json"
 THEORY_FILE = "theory.json"
 # Directories never searched for runs: checkpoints hold thousands of files.
@@ -40,12 +41,15 @@ class Run:
         context (dataset, model, ...), never to name a replica.
       rows: typed results.csv rows (empty cells are None).
       sign_flips: typed sign_flips.csv rows; [] when the file is absent.
+      data: the data record of the newest session of its run.json that has one
+        (`provenance.data_record`: split sizes, `standard_sizes`); {} without.
     """
 
     path: str
     config: dict[str, Any]
     rows: list[dict[str, Any]]
     sign_flips: list[dict[str, Any]]
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def read_json(path: str) -> Any:
@@ -130,13 +134,25 @@ def _fill_flip_identity(rows: list[dict[str, Any]], flips: list[dict[str, Any]])
                 flip[key] = source[key]
 
 
+def load_data_record(directory: str) -> dict[str, Any]:
+    """The data record of run.json's newest session that has one ({} without)."""
+    try:
+        sessions = read_json(os.path.join(directory, RUN_FILE)).get("sessions", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    records = [s["data"] for s in sessions if isinstance(s, dict) and isinstance(s.get("data"),
+                                                                                 dict)]
+    return records[-1] if records else {}
+
+
 def load_run(directory: str) -> Run:
-    """Reads results.csv, sign_flips.csv and config.json of one run directory."""
+    """Reads results.csv, sign_flips.csv, config.json and run.json of one run directory."""
     rows = schema.read_csv(os.path.join(directory, RESULTS_FILE))
     flips_path = os.path.join(directory, SIGN_FLIPS_FILE)
     flips = schema.read_csv(flips_path) if os.path.isfile(flips_path) else []
     _fill_flip_identity(rows, flips)
-    return Run(path=directory, config=load_config(directory), rows=rows, sign_flips=flips)
+    return Run(path=directory, config=load_config(directory), rows=rows, sign_flips=flips,
+               data=load_data_record(directory))
 
 
 def row_key(row: dict[str, Any]) -> tuple:

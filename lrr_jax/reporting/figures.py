@@ -5,9 +5,11 @@ styles (see `style`), writes `out_png` and its `.pdf` twin (`plotting.save`)
 and returns the PNG path, or None when it has nothing to draw. Sparsity axes
 plot against -ln(density), so each pruning level at a constant rate is
 equally spaced, and label ticks in sparsity %. Curves are the mean over
-seeds with a ± 1 sample std band, the statistic summary.md reports; the
-legend (below the axes) gives n, the seeds per level; the title names the
-dataset, model and seeds.
+seeds with a ± 1 sample std band, the statistic summary.md reports (no band,
+and the title says so, with one seed); the legend (below the axes) gives n,
+the seeds per level; the title names the dataset, model and seeds (and a
+generated or partial archive, `series.describe_setting`), each part on its
+own line, wrapped at the figure's edges.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def accuracy_vs_sparsity(series: list[series_lib.Series], out_png: str, scale: f
     plotting.dense_reference(ax, series, scale)
     plotting.format_sparsity_axis(ax, xmax)
     ax.set_ylabel(plotting.acc_label(scale))
-    plotting.title(fig, title, _setting(series, setting))
+    plotting.title(fig, title, _setting(series, setting), plotting.band_note(series))
     plotting.legend_below(fig, ax, ncol=2)
     return plotting.save(fig, out_png)
 
@@ -82,7 +84,8 @@ def sign_flips(series: list[series_lib.Series], out_png: str,
         return None
     for ax in axes:
         plotting.format_sparsity_axis(ax, xmax)
-    plotting.title(fig, "Sign flips vs sparsity", _setting(series, setting))
+    plotting.title(fig, "Sign flips vs sparsity", _setting(series, setting),
+                   plotting.band_note(series))
     plotting.legend_below(fig, axes)
     return plotting.save(fig, out_png)
 
@@ -229,8 +232,10 @@ def transfer(series: list[series_lib.Series], out_png: str, scale: float,
         pad = max(0.5 * scale / 100.0, 0.08 * (top - bottom))
         ax_b.set_ylim(max(0.0, bottom - pad), top + pad)
     ax_b.set_ylabel(plotting.acc_label(scale) + " (axis zoomed)")
-    ax_b.set_title("Per level: mean ± std over seeds (bar colours as the curves)")
-    plotting.title(fig, title, _setting(chosen, setting))
+    band = plotting.has_band(chosen)
+    ax_b.set_title(f"Per level: {'mean ± std over seeds' if band else 'one seed'} "
+                   "(bar colours as the curves)")
+    plotting.title(fig, title, _setting(chosen, setting), plotting.band_note(chosen))
     plotting.legend_below(fig, ax_c)
     return plotting.save(fig, out_png)
 
@@ -304,7 +309,8 @@ def perturbation(series: list[series_lib.Series], out_png: str, scale: float,
     ax_p.set_ylabel(plotting.acc_label(scale))
     ax_p.set_title("Accuracy vs p at selected sparsities")
     plotting.ax_legend_below(ax_p)
-    note = "; ".join(t for t in (plotting.BAND_TEXT, recovery_text(members_all)) if t)
+    note = "; ".join(t for t in (plotting.band_note(members_all), recovery_text(members_all))
+                     if t)
     plotting.title(fig, "Sign perturbation", _setting(members_all, setting), note=note)
     return plotting.save(fig, out_png)
 

@@ -39,6 +39,7 @@ STYLE = {
     "ps.fonttype": 42,
 }
 BAND_TEXT = "line: mean, band: ± 1 sample std over seeds (as in summary.md)"
+ONE_SEED_TEXT = "line: one seed per level (no band)"
 DENSE_COLOR = "#555555"
 BAND_ALPHA = 0.13
 # Sparsity ticks: the major ones first, minor ones where they fit.
@@ -80,10 +81,23 @@ def save(fig: mpl_figure.Figure, out_png: str, dpi: int = DPI) -> str:
     return out_png
 
 
-def title(fig: mpl_figure.Figure, text: str, setting: str, note: str = BAND_TEXT) -> None:
-    """Figure title with the setting (dataset, model, seeds) and what the band shows."""
-    second = "; ".join(t for t in (setting, note) if t)
-    fig.suptitle(text + (f"\n{second}" if second else ""), fontsize=11)
+def title(fig: mpl_figure.Figure, text: str, setting: str, note: str = "") -> None:
+    """Figure title, the setting (dataset, model, seeds) and a note (what the band shows).
+
+    Each on its own line, wrapped at the figure's edges (matplotlib wraps at draw
+    time, and constrained layout makes room for the wrapped lines).
+    """
+    fig.suptitle("\n".join(t for t in (text, setting, note) if t), fontsize=11, wrap=True)
+
+
+def has_band(series: list[series_lib.Series]) -> bool:
+    """Whether a curve of `series` has a band: `plot_band` draws one over several seeds only."""
+    return any(st.n > 1 for s in series for st in stats.aggregate_levels(s.rows))
+
+
+def band_note(series: list[series_lib.Series]) -> str:
+    """What the lines (and bands) of `series` show, for the figure title."""
+    return BAND_TEXT if has_band(series) else ONE_SEED_TEXT
 
 
 def sparsity_x(density: float | None) -> float | None:

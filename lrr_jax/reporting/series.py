@@ -36,7 +36,8 @@ SIGN_TRANSFER_NAMES = {
     "source_signs": "",
     "own_signs": "own signs",
     "init_signs": "init signs",
-    "shuffled_init_magnitudes": "shuffled init magnitudes",
+    "shuffled_all_init_magnitudes": "shuffled init magnitudes",
+    "shuffled_init_magnitudes": "init magnitudes shuffled in the mask",
 }
 # Config fields that become part of a label when they differ between runs.
 CONFIG_CONTEXT = (
@@ -49,10 +50,20 @@ CONFIG_CONTEXT = (
 ROW_CONTEXT = ("epochs", "data_order")
 CONTEXT_KEYS = CONFIG_CONTEXT + ROW_CONTEXT
 _KEY_FIELDS = tuple(k for k in schema.IDENTITY if k != "seed")
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist1d": "MNIST-1D",
-                 "tiny_imagenet": "Tiny ImageNet", "digits": "digits"}
+# How the networks are written in figures (a model without an entry: its registry name).
 MODEL_NAMES = {"resnet18": "ResNet18", "resnet50": "ResNet50",
-               "resnet50_imagenet": "ResNet50 (ImageNet stem)", "mlp": "MLP"}
+               "resnet50_imagenet": "ResNet50 (ImageNet stem)", "mlp": "MLP",
+               "lenet_300_100": "LeNet-300-100", "vgg16": "VGG-16", "vgg19": "VGG-19",
+               "resnet20": "ResNet-20", "resnet56": "ResNet-56"}
+# Scores that are the paper's own studies: magnitude (no label) and random masks.
+_STUDIED_SCORES = ("", "magnitude", "random")
+
+
+def dataset_names() -> dict[str, str]:
+    """Dataset titles from the data registry (`data.DATASETS`, which imports no jax)."""
+    from lrr_jax import data
+
+    return {name: spec.title for name, spec in data.DATASETS.items()}
 
 
 @dataclasses.dataclass
@@ -69,7 +80,9 @@ class Series:
       perturbation_run: whether its rows come from a sign perturbation run (one
         with some p > 0), including that run's p = 0 replicas.
       identity: the identity fields shared by the rows (all but the seed).
-      context: dataset, model, ... of the rows (see CONTEXT_KEYS); None where unknown.
+      context: dataset, model, ... of the rows (see CONTEXT_KEYS); None where unknown;
+        and 'data': the split sizes when they are not the real dataset's (a generated
+        or partial archive, `data_note`), else None.
       rows: the results rows.
       paths: run directories the rows come from.
     """
@@ -184,6 +197,8 @@ def label_of(identity: dict[str, Any], context: dict[str, Any] | None = None,
     pruning = identity.get("pruning")
     if identity.get("score") == "random":
         label += " + random mask" + ("" if _blank(pruning) else f" ({pruning})")
+    elif not _blank(identity.get("score")) and identity.get("score") not in _STUDIED_SCORES:
+        label += f" + {identity['score']} scores"
     transfer = identity.get("sign_transfer")
     if not _blank(transfer):
         words = SIGN_TRANSFER_NAMES.get(str(transfer), str(transfer).replace("_", " "))
@@ -219,6 +234,15 @@ def _context(row: dict[str, Any], config: dict[str, Any], perturbation_run: bool
     return ctx
 
 
+def data_note(data: dict[str, Any]) -> str | None:
+    """'1,280 train / 500 test' when a run's data record says its split sizes are not the
+    real dataset's (`provenance.data_record`), else None (real sizes, or no record)."""
+    if data.get("standard_sizes") is not False:
+        return None
+    sizes = [f"{data[k]:,} {k}" for k in ("train", "test") if isinstance(data.get(k), int)]
+    return " / ".join(sizes) or "sizes unknown"
+
+
 def _method_rank(method: str | None) -> tuple:
     m = (method or "").lower()
     return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
@@ -242,7 +266,8 @@ def make_series(runs: list[discover.Run]) -> list[Series]:
     for run in runs:
         perturbed = any(_prob(row.get("perturb_prob")) > 0 for row in run.rows)
         for row in run.rows:
-            described.append((run, row, perturbed, _context(row, run.config, perturbed)))
+            described.append((run, row, perturbed, {**_context(row, run.config, perturbed),
+                                                     "data": data_note(run.data)}))
     differing = tuple(k for k in CONTEXT_KEYS
                       if len({repr(c[k]) for *_, c in described if c[k] is not None}) > 1)
     magnitude_allocations = {row.get("pruning") for _, row, *_ in described
@@ -262,7 +287,7 @@ def make_series(runs: list[discover.Run]) -> list[Series]:
                 method=str(identity.get("method") or "?"),
                 perturb_prob=_prob(identity.get("perturb_prob")), kind=kind_of(identity),
                 perturbation_run=perturbed, identity=identity,
-                context={k: ctx[k] for k in CONTEXT_KEYS})
+                context={k: ctx[k] for k in (*CONTEXT_KEYS, "data")})
         series = groups[key]
         series.rows.append(row)
         if run.path not in series.paths:
@@ -357,11 +382,19 @@ def _context_name(values: set, names: dict[str, str]) -> str:
 
 
 def describe_setting(series: list[Series], seeds: bool = True) -> str:
-    """'CIFAR-10, ResNet18, seeds 0, 1' for a figure's caption (parts that are unknown left out)."""
+    """'CIFAR-10, ResNet18, seeds 0, 1' for a figure's caption (parts that are unknown left out).
+
+    Data whose split sizes are not the real dataset's (a generated archive) reads
+    'CIFAR-10 format, synthetic or partial data (1,280 train / 500 test)'.
+    """
     parts = []
     datasets = {s.context.get("dataset") for s in series} - {None, ""}
     if datasets:
-        parts.append(_context_name(datasets, DATASET_NAMES))
+        text = _context_name(datasets, dataset_names())
+        notes = sorted({s.context.get("data") for s in series} - {None})
+        if notes:  # the split sizes tell: not the real dataset
+            text += f" format, synthetic or partial data ({'; '.join(notes)})"
+        parts.append(text)
     models = {s.context.get("model") for s in series} - {None, ""}
     if models:
         text = _context_name(models, MODEL_NAMES)

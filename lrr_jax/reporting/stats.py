@@ -27,7 +27,8 @@ class LevelStats:
       n: rows (replicas) at this level.
       seeds: the distinct seeds of those rows, sorted.
       best_epoch_test_acc_mean: mean of `best_epoch_test_acc`, the best over
-        the epochs within this level (not the paper code's best_acc1).
+        the epochs within this level (the paper code's best_acc1 is this for its
+        last level only).
       steps_after_last_flip: (min, max) over replicas of the training steps
         after the last sign perturbation; None without perturbation.
       wall_seconds_mean: mean wall time of the level.

@@ -29,6 +29,7 @@ MASK = (-0.4, "--", "s")
 SIGN_TRANSFER = {
     "source_signs": (0.4, "-.", "^"),
     "shuffled_init_magnitudes": (0.55, ":", "v"),
+    "shuffled_all_init_magnitudes": (0.3, (0, (1, 1)), "<"),
     "own_signs": (-0.55, "-.", "D"),
     "init_signs": (0.45, "--", "P"),
 }

@@ -16,8 +16,8 @@ from lrr_jax.reporting import series as series_lib
 from lrr_jax.reporting import stats
 
 BEST_NOTE = ("best-epoch test acc = the best test accuracy over the evaluated epochs within "
-             "a level (column `best_epoch_test_acc`); the paper code's best_acc1 is instead "
-             "the best over levels of the final test accuracies")
+             "a level (column `best_epoch_test_acc`); the paper code's best_acc1 is the same, "
+             "of its last level only")
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
