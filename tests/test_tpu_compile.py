@@ -19,7 +19,7 @@ import sys
 import jax
 import pytest
 
-from lrr_jax import config_base, plan, tpu_compile, validation
+from lrr_jax import plan, tpu_compile, validation
 from lrr_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
