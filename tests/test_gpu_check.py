@@ -28,6 +28,7 @@ def _check(tmp_path, *args, timeout=1200, dry=True, env=None):
     env = {**{k: v for k, v in os.environ.items() if k not in ("OUT", "XLA_FLAGS")},
            **(env or {})}
     env["JAX_PLATFORMS"] = "cpu"  # the rehearsal and the no-GPU answer, on any machine
+    env.setdefault("PYTHON", sys.executable)  # this interpreter, activated or not
     done = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh"),
                            *(["--dry"] if dry else []), "--out", str(out), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)
