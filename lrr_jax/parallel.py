@@ -87,6 +87,12 @@ class Backend:
         (`lrr_jax.tpu_compile`). `sharded=True`: leaves of shape (num_devices, ...)
         split along the data axis, as `put_sharded` places them.
         """
+        if sharded and self.kind == "pmap":
+            # pmap lowers its mapped arguments as this process's blocks: (local devices, ...)
+            # (one block per device on a multi-host topology, not the global array).
+            n = len(self.local_devices)
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *np.shape(a)[1:]), a.dtype),
+                                tree)
         sharding = NamedSharding(self._mesh, P(train.AXIS)) if sharded else self._replicated
         return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype,
                                                            sharding=sharding), tree)

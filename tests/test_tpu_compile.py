@@ -109,25 +109,27 @@ def exact_step_bytes(local: int, k: int = 1) -> int:
 def test_streamed_imagenet_step_compiles_for_the_tpu():
     """input_pipeline='stream' (ImageNet): the compiled program is one step taking its batch
     as an argument; nothing of the split is resident, and the step's FLOPs are the CPU's
-    over the chips."""
-    config = narrow_imagenet(parallel="shard_map")
-    cpu_progs = tpu_compile.Programs(config, jax.devices("cpu")[:1], STREAM)
+    over the chips. pmap on the two-host v4:2x2x2: each host lowers its own blocks."""
+    cpu_progs = tpu_compile.Programs(narrow_imagenet(parallel="shard_map"),
+                                     jax.devices("cpu")[:1], STREAM)
     cpu = cpu_progs.compile("level", 1)
     state = cpu_progs.state_bytes(1)
     assert cpu.arguments == state + exact_step_bytes(local=64)
-    progs = tpu_compile.Programs(config, tpu_compile.topology("tpu:v5e:2x2"), STREAM)
+    progs = tpu_compile.Programs(narrow_imagenet(parallel="pmap"),
+                                 tpu_compile.topology("tpu:v4:2x2x2"), STREAM)
     tpu = progs.compile("level", 1)
     assert not tpu.refused and progs.steps_per_epoch == 4096 // 64
-    # The chip's layout of the step's arguments: the uint8 (16, 64, 64, 3) block padded to
-    # the TPU's tiles, about twice its bytes (measured: 395,264 for 196,684).
+    # The chip's layout of the step's arguments: the uint8 (8, 64, 64, 3) block padded to
+    # the TPU's tiles, about twice its bytes (v5e, 16 per chip: 395,264 for 196,684).
     step_args = tpu.arguments - tpu.aliased
-    assert exact_step_bytes(local=16) <= step_args <= 2.5 * exact_step_bytes(local=16)
-    assert tpu.flops == pytest.approx(cpu.flops / 4, rel=0.05)
+    assert exact_step_bytes(local=8) <= step_args <= 2.5 * exact_step_bytes(local=8)
+    assert tpu.flops == pytest.approx(cpu.flops / 8, rel=0.05)
     ev = progs.compile("eval", 1)
     assert not ev.refused and ev.flops > 0
     resident = progs.resident(1)  # two steps' batches and two evaluation blocks, no split
     assert resident["train"] == 2 * step_args
     assert resident["test"] == 2 * progs.data["eval_batch"] * (64 * 64 * 3 + 4 + 4)
+    assert progs.data["eval_batches"] == -(-512 // (8 * progs.data["eval_batch"]))
 
 
 class Linear:
