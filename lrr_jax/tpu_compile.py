@@ -724,7 +724,7 @@ def describe(config, layout: dict, say: Callable[[str], None]) -> dict:
                 "limit": limit},
         "memory_per_chip": {"configured": conf, "level": dataclasses.asdict(level),
                             "eval": dataclasses.asdict(ev), "one_replica": measured[1]},
-        "replicas": {"total": n, "per_program": kc},
+        "replicas": {"total": n, "per_program": kc}, "stream": shapes.stream,
         "capacity": cap,
         "flops": {"train_step_per_chip": level.flops, "eval_batch_per_chip": ev.flops,
                   "train_step_bytes_per_chip": level.bytes_accessed,
@@ -816,6 +816,11 @@ def render(result: dict) -> list[str]:
                 if h["compiler"] else "the compiler did not state its limit")
     k, others = result["replicas"]["per_program"], result["replicas"]["total"] - \
         result["replicas"]["per_program"]
+    stream = result.get("stream", False)
+    data_line = (f"two steps' batches {_mib(conf['resident_train'])}, two evaluation batches "
+                 f"{_mib(conf['resident_test'])} (streamed: the split stays on the hosts)"
+                 if stream else f"training split {_mib(conf['resident_train'])}, test split "
+                 f"{_mib(conf['resident_test'])} (data: resident for the whole run)")
     lines = [
         f"compiled for: {t['topology']} = {t['chips']} x {t['chip']} ({t['device_kind']}) on "
         f"{t['hosts']} host(s) as libtpu lays it out; compile-only devices, no TPU used "
@@ -825,10 +830,9 @@ def render(result: dict) -> list[str]:
             f"{_NAMES[c['program']]} x{c['replicas']} {c['seconds']:.1f}"
             for c in result["compiled"]) + f"; total {result['compile_seconds']:.0f} s",
         f"memory per chip, resident: state of {k + others} replica(s) "
-        f"{_mib(conf['resident_state'])} (as the TPU lays it out), training split "
-        f"{_mib(conf['resident_train'])}, test split {_mib(conf['resident_test'])} (data: "
-        f"resident for the whole run)",
-        f"memory per chip, level epoch of {k} replica(s) (the TPU compiler's figures): "
+        f"{_mib(conf['resident_state'])} (as the TPU lays it out), {data_line}",
+        f"memory per chip, level {'step' if stream else 'epoch'} of {k} replica(s) (the TPU "
+        "compiler's figures): "
         f"arguments {_mib(lv['arguments'])}, temporaries {_mib(lv['temporaries'])}, outputs "
         f"{_mib(lv['outputs'])} ({_mib(lv['aliased'])} of them into the donated state), code "
         f"{_mib(lv['code'])}: {_gib(conf['epoch'])} with the rest resident",
@@ -842,8 +846,9 @@ def render(result: dict) -> list[str]:
         f"replica_batch with no other replica resident; 1 replica: "
         f"{_gib(m['one_replica']['peak'])}): {cap['how']}",
         f"FLOPs: {_flops(f['train_step_per_chip'])} per chip per training step "
-        f"({f['examples_per_chip']} examples per chip x {k} replica(s); cost_analysis of one "
-        f"scanned step), {_flops(f['eval_batch_per_chip'])} per chip per evaluation step",
+        f"({f['examples_per_chip']} examples per chip x {k} replica(s); cost_analysis of "
+        f"{'the streamed step' if stream else 'one scanned step'}), "
+        f"{_flops(f['eval_batch_per_chip'])} per chip per evaluation step",
     ]
     if proj:
         lines.append(
@@ -856,8 +861,9 @@ def render(result: dict) -> list[str]:
             f"memory traffic (cost_analysis's byte count, a model): "
             f"{_gb(f['train_step_bytes_per_chip'])} per chip per training step, "
             f"{_hours(proj['memory'])} for the campaign at the published "
-            f"{proj['hbm_bandwidth'] / 1e9:.0f} GB/s of HBM (it also counts, once per step, "
-            "the epoch's work outside its scan, such as the copy of the training split)")
+            f"{proj['hbm_bandwidth'] / 1e9:.0f} GB/s of HBM" + (")" if stream else
+                                                                 " (it also counts, once per "
+            "step, the epoch's work outside its scan, such as the copy of the training split)"))
     else:
         lines.append(f"projected: no published peak rate for {t['chip']} in lrr_jax")
     return lines

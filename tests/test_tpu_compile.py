@@ -212,6 +212,29 @@ def test_dry_run_prints_memory_capacity_flops_and_a_labelled_projection(monkeypa
                             "); 15.75 GiB available to a program") for x in out)
 
 
+def test_streamed_dry_run_counts_steps_and_batches_not_the_split(monkeypatch):
+    """ImageNet's dry run (streamed): the projection counts steps of the streamed epoch and
+    evaluation batches, and the lines say what is on the chips (batches, not the split)."""
+    monkeypatch.setattr(tpu_compile, "compile_program", fake_compiler(2**30, 1e15, 1e14))
+    c = narrow_imagenet(compile_for="tpu:v5e:2x2", dry_run=True, levels=2, epochs_per_level=3,
+                        warmup_epochs=1)
+    lay = plan.layout(c)  # ImageNet is not prepared here: its standard sizes
+    assert lay["input_pipeline"] == "stream" and lay["dataset"]["train"] == 1281167
+    result = tpu_compile.describe(c, lay, lambda line: None)
+    out = "\n".join(tpu_compile.render(result))
+    steps = 1281167 // 64
+    assert c.eval_every_epochs == 5  # ImageNet's: a 3-epoch level evaluates once, at its end
+    evals = 2 * 1 * -(-50000 // (4 * 1000))  # levels x evaluations x batches of 4 x 1000
+    expected = (steps * 7 * 1e15 + evals * 1e14) / (197e12 * 0.4)
+    assert result["projected_seconds"]["total"] == pytest.approx(expected, rel=1e-9)
+    assert "two steps' batches" in out and "streamed: the split stays on the hosts" in out
+    assert "cost_analysis of the streamed step" in out and "training split" not in out
+    mem = result["memory_per_chip"]["one_replica"]
+    # Two steps' non-state arguments (the fake compiler counts the global batch of 64):
+    # images, labels, the sums, the key pair, the step and the stream index.
+    assert mem["resident_train"] == 2 * (64 * 64 * 64 * 3 + 64 * 4 + 2 * 4 + 2 * 4 + 4 + 4)
+
+
 @pytest.mark.parametrize("overrides,key", [
     ({}, "batch_size"),  # one replica's activations alone exceed the chip
     ({"num_replicas": 4}, "replica_batch"),  # 4 in one program do not fit; 2 per program do
