@@ -500,7 +500,10 @@ class Programs:
         return {"epoch": during_epoch, "eval": during_eval,
                 "peak": max(during_epoch, during_eval),
                 "binding": "eval" if during_eval > during_epoch else "level",
-                "refused": bool(epoch.refused or ev.refused), **{
+                "refused": bool(epoch.refused or ev.refused),
+                # a refused program's peak is what its refusal states it needs (a lower
+                # bound); usable for the capacity search's line when the refusal says it
+                "usable": all(not c.refused or c.required > 0 for c in (epoch, ev)), **{
                     f"resident_{key}": value for key, value in resident.items()}}
 
 
@@ -516,8 +519,10 @@ def capacity(programs: Programs, limit: int, measured: dict[int, dict],
     filled in). Memory grows linearly in the replica count (each replica's
     state and activations), so two compiled counts give a line; the count it
     predicts is compiled to confirm it, and the count above it to show that
-    it is the largest. A confirmation that disagrees refines the line (at most
-    4 rounds). Returns {'replicas', 'how', 'proven', 'points': {k: peak bytes}}.
+    it is the largest. A confirmation that disagrees refines the line through
+    the nearest counts on either side (a refused count's peak is what the
+    compiler says it needs), halving the interval where the line cannot narrow
+    it (at most 6 rounds). Returns {'replicas', 'how', 'proven', 'points': {k: peak bytes}}.
     """
     def fits(k):
         return not measured[k]["refused"] and measured[k]["peak"] <= limit
@@ -531,16 +536,22 @@ def capacity(programs: Programs, limit: int, measured: dict[int, dict],
         return {"replicas": 0, "how": "1 replica does not fit", "proven": True,
                 "points": _points(measured)}
     measure(2)
-    for _ in range(4):
+    for _ in range(6):
         lo = max(k for k in measured if fits(k))
         hi = min((k for k in measured if not fits(k)), default=None)
         if hi == lo + 1 or lo >= MAX_REPLICAS:
             break
-        known = sorted(k for k in measured if not measured[k]["refused"])
-        a, b = known[-2], known[-1]
+        # The line through the largest count that fits and the nearest count above it
+        # whose peak is known (a refusal states its need), else the two largest that fit.
+        known = sorted(k for k in measured
+                       if measured[k].get("usable", not measured[k]["refused"]))
+        above = [k for k in known if k > lo]
+        a, b = (lo, above[0]) if above else tuple(k for k in known if k <= lo)[-2:]
         slope = (measured[b]["peak"] - measured[a]["peak"]) / (b - a)
         guess = a + int((limit - measured[a]["peak"]) // slope) if slope > 0 else 2 * lo
         guess = min(max(guess, lo + 1), hi - 1 if hi else MAX_REPLICAS)
+        if guess in measured:  # the line cannot narrow it further: halve the interval
+            guess = (lo + hi) // 2 if hi else min(2 * lo, MAX_REPLICAS)
         say(f"replica capacity: the line through {a} and {b} replicas "
             f"({_gib(measured[a]['peak'])} and {_gib(measured[b]['peak'])} per chip) "
             f"predicts {guess}; compiling {guess}"
