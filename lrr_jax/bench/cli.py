@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint_mib", default="6,128",
                    help="state sizes (MiB) of the checkpoints part: the quickstart's 6 "
                         "replicas, a full-width ResNet18 (params, momentum, mask)")
-    p.add_argument("--input_images", type=int, default=64,
+    p.add_argument("--input_images", type=int, default=512,
                    help="generated 500x375 JPEGs the input part's host transforms are timed on")
     p.add_argument("--input_cifar_examples", type=int, default=2048,
                    help="examples of the generated CIFAR-10 archive of the input part's "

@@ -31,7 +31,6 @@ Decoding 60000 PNGs through TFDS takes ~25 s, so the decoded arrays are cached
 as an `.npz` keyed by the prepared files' names, sizes and mtimes.
 """
 
-import hashlib
 import io
 import os
 import socket
@@ -344,16 +343,6 @@ def _read_split(source, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _fingerprint(version_dir: str) -> str:
-    """Hashes the prepared files' names, sizes and mtimes: changes if re-prepared."""
-    h = hashlib.sha256(f"v{_CACHE_VERSION}:{os.path.abspath(version_dir)}".encode())
-    for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
-        if entry.is_file():
-            st = entry.stat()
-            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
-
-
 def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
     """Reads a prepared builder's splits into numpy, via an `.npz` cache.
 
@@ -369,27 +358,14 @@ def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
         ConfigError: ('dataset') if the data was prepared in a format without
             random access (e.g. tfrecord by TFDS with TensorFlow).
     """
-    cache_path = None
-    if cache_dir:
-        cache_path = os.path.join(cache_dir, f"{b.name}-{_fingerprint(b.data_dir)}.npz")
-        cached = embedded.load_npz(cache_path)
-        if cached is not None:
-            return cached
-    try:
-        sources = {split: b.as_data_source(split) for split in ("train", "test")}
-    except NotImplementedError as e:
-        raise errors.ConfigError(
+    def no_random_access(e):
+        return errors.ConfigError(
             "dataset",
             f"{b.name} in {b.data_dir} is stored as {b.info.file_format.value}, which has no "
             "random access without TensorFlow; prepare it into another --config.data_dir "
-            "(it is written as array_record)",
-        ) from e
-    arrays = {}
-    for split, source in sources.items():
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = _read_split(source, split)
-    if cache_path:
-        embedded.save_npz_atomic(cache_path, arrays)
-    return arrays
+            "(it is written as array_record)")
+
+    return embedded.read_prepared(b, cache_dir, _CACHE_VERSION, _read_split, no_random_access)
 
 
 def record_order(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
@@ -402,8 +378,8 @@ def record_order(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
     """
     import tensorflow_datasets as tfds
 
-    path = (os.path.join(cache_dir, f"{b.name}-order-{_fingerprint(b.data_dir)}.npz")
-            if cache_dir else None)
+    stamp = embedded.fingerprint(b.data_dir, _CACHE_VERSION)
+    path = os.path.join(cache_dir, f"{b.name}-order-{stamp}.npz") if cache_dir else None
     cached = embedded.load_npz(path) if path else None
     if cached is not None:
         return cached

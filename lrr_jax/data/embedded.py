@@ -65,6 +65,42 @@ def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+def fingerprint(version_dir: str, version: int) -> str:
+    """Hashes a prepared TFDS folder's file names, sizes and mtimes (and the reader's cache
+    `version`): it changes when the data is prepared again."""
+    h = hashlib.sha256(f"v{version}:{os.path.abspath(version_dir)}".encode())
+    for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def read_prepared(b, cache_dir: str | None, version: int, read_split, no_random_access):
+    """A prepared TFDS builder's train and test splits as arrays, via an `.npz` cache.
+
+    `read_split(source, split) -> (x, y)` decodes one split's random-access data
+    source; `no_random_access(error)` is the ConfigError for data prepared in a
+    format without random access (tfrecord). The cache is named by `fingerprint`.
+    """
+    cache_path = None
+    if cache_dir:
+        cache_path = os.path.join(cache_dir, f"{b.name}-{fingerprint(b.data_dir, version)}.npz")
+        cached = load_npz(cache_path)
+        if cached is not None:
+            return cached
+    try:
+        sources = {split: b.as_data_source(split) for split in ("train", "test")}
+    except NotImplementedError as e:
+        raise no_random_access(e) from e
+    arrays = {}
+    for split, source in sources.items():
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = read_split(source, split)
+    if cache_path:
+        save_npz_atomic(cache_path, arrays)
+    return arrays
+
+
 def _mnist1d_generate() -> dict[str, np.ndarray]:
     """Runs the reference MNIST-1D generator (4000 train / 1000 test, 40 features)."""
     from mnist1d import data as mnist1d_data

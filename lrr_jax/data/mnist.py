@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import io
 import os
 import sys
@@ -295,36 +294,18 @@ def prepare(name: str, data_dir: str | None = None, download: bool = False,
     return b
 
 
-def _fingerprint(version_dir: str) -> str:
-    """Hashes the prepared files' names, sizes and mtimes: changes if re-prepared."""
-    h = hashlib.sha256(f"v{_CACHE_VERSION}:{os.path.abspath(version_dir)}".encode())
-    for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
-        if entry.is_file():
-            st = entry.stat()
-            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
-
-
 def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
     """A prepared builder's splits as arrays (TFDS's stored order), via an `.npz` cache.
 
     Raises:
         ConfigError: ('idx_dir') data prepared without random access (tfrecord).
     """
-    cache_path = None
-    if cache_dir:
-        cache_path = os.path.join(cache_dir, f"{b.name}-{_fingerprint(b.data_dir)}.npz")
-        cached = embedded.load_npz(cache_path)
-        if cached is not None:
-            return cached
-    try:
-        sources = {split: b.as_data_source(split) for split in ("train", "test")}
-    except NotImplementedError as e:
-        raise _fail(f"{b.name} in {b.data_dir} is stored as {b.info.file_format.value}, which has "
-                    "no random access without TensorFlow; pass --config.idx_dir=DIR with the idx "
-                    "files instead") from e
-    arrays = {}
-    for split, source in sources.items():
+    def no_random_access(e):
+        return _fail(f"{b.name} in {b.data_dir} is stored as {b.info.file_format.value}, which "
+                     "has no random access without TensorFlow; pass --config.idx_dir=DIR with "
+                     "the idx files instead")
+
+    def read_split(source, split):
         n = len(source)
         images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8)
         labels = np.empty((n,), np.int32)
@@ -333,10 +314,9 @@ def read(b, cache_dir: str | None = None) -> dict[str, np.ndarray]:
             for i, example in enumerate(chunk, start):
                 images[i] = np.asarray(example["image"]).reshape(IMAGE_SIZE, IMAGE_SIZE, 1)
                 labels[i] = example["label"]
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = images, labels
-    if cache_path:
-        embedded.save_npz_atomic(cache_path, arrays)
-    return arrays
+        return images, labels
+
+    return embedded.read_prepared(b, cache_dir, _CACHE_VERSION, read_split, no_random_access)
 
 
 def size_warning(name: str, sizes: dict[str, int]) -> str | None:
