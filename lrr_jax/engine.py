@@ -186,20 +186,18 @@ class Engine:
     def _transform(self):
         info = self.info
         return train.batch_transform(self.config, info.is_image, info.mean, info.std,
-                                     augment_on_device=not (self.streaming and
-                                                            self.streams.host_augment))
+                                     augment_on_device=not self._host_augment)
+
+    @property
+    def _host_augment(self) -> bool:
+        return self.streaming and self.streams.host_augment
 
     @property
     def input_shape(self) -> tuple:
-        """One example's shape as the model sees it (after the on-device train transform:
-        Tiny ImageNet's 64x64 images are seen at 224)."""
+        """One example's shape as the model sees it (`model_input_shape`)."""
         if "input_shape" not in self.programs:
-            example = jax.ShapeDtypeStruct((1, *self.info.example_shape), np.uint8
-                                           if self.info.is_image else np.float32)
-            key = jax.ShapeDtypeStruct((2,), np.uint32)
-            out = jax.eval_shape(lambda k, x: self._transform()(k, np.zeros(1, np.int32), x),
-                                 key, example)
-            self.programs["input_shape"] = tuple(out.shape[1:])
+            self.programs["input_shape"] = model_input_shape(self.config, self.info,
+                                                             self._host_augment)
         return self.programs["input_shape"]
 
     def score_batch(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +268,18 @@ def epoch_program(config, model, backend, info: DataInfo, phase: str, *,
     return backend.map(traced, args, donate_first=True, sharded=sharded), steps
 
 
+def model_input_shape(config, info: DataInfo, host_augment: bool) -> tuple:
+    """One example's shape as the model sees it, after the on-device train transform
+    (Tiny ImageNet's 64x64 images are seen at 224); shapes only, no data."""
+    transform = train.batch_transform(config, info.is_image, info.mean, info.std,
+                                      augment_on_device=not host_augment)
+    example = jax.ShapeDtypeStruct((1, *info.example_shape), np.uint8
+                                   if info.is_image else np.float32)
+    key = jax.ShapeDtypeStruct((2,), np.uint32)
+    out = jax.eval_shape(lambda k, x: transform(k, np.zeros(1, np.int32), x), key, example)
+    return tuple(out.shape[1:])
+
+
 def devices(config) -> list:
     """The devices a run uses; raises ConfigError when the config does not fit them."""
     # Global devices: in a multi-process run (lrr_jax.distributed) the data axis
@@ -323,8 +333,8 @@ def make(config) -> Engine:
         check_batch_size(config, s.train.size)
         info = DataInfo(s.name, s.train.size, s.test.size, s.train.shape, s.num_classes,
                         s.mean, s.std)
-        eval_batch = max(1, min(int(config.eval_batch_size),
-                                -(-s.test.size // backend.num_devices)))
+        eval_batch = train.per_device_eval_batch(s.test.size, backend.num_devices,
+                                                 config.eval_batch_size)
         model = models.create(config, info.num_classes, bn_axis_name=train.AXIS)
         return _checked(Engine(config, info, backend, model, eval_batch, streams=s))
     dataset = data.load(config)

@@ -307,7 +307,7 @@ def _stream_arguments(config, s: Shapes, backend: parallel.Backend, x_dtype) -> 
     'bytes' counts two of each per chip (the one in use and the one prefetched)."""
     d = backend.num_devices
     local = int(config.batch_size) // d
-    eval_batch = max(1, min(int(config.eval_batch_size), -(-s.n_test // d)))
+    eval_batch = train.per_device_eval_batch(s.n_test, d, config.eval_batch_size)
     test = {"test_x": jax.ShapeDtypeStruct((d, eval_batch, *s.test_shape), x_dtype),
             "test_y": jax.ShapeDtypeStruct((d, eval_batch), np.int32),
             "test_w": jax.ShapeDtypeStruct((d, eval_batch), np.float32)}
@@ -326,21 +326,6 @@ def _stream_arguments(config, s: Shapes, backend: parallel.Backend, x_dtype) -> 
             "bytes": {"train": batch(1)["bytes"], "test": 2 * _nbytes(test) // d}}
 
 
-def _input_shape(config, s: Shapes) -> tuple:
-    """One example's shape as the model sees it, after the on-device train transform
-    (Tiny ImageNet's 64x64 images are seen at 224), as `engine.Engine.input_shape`."""
-    if not s.image:
-        return s.shape
-    host = s.stream and data.train_transform(config) is not None
-    channels = np.zeros(s.shape[-1], np.float32)
-    transform = train.batch_transform(config, True, channels, channels + 1,
-                                      augment_on_device=not host)
-    example = jax.ShapeDtypeStruct((1, *s.shape), np.uint8)
-    out = jax.eval_shape(lambda k, x: transform(k, np.zeros(1, np.int32), x),
-                         jax.ShapeDtypeStruct((2,), np.uint32), example)
-    return tuple(out.shape[1:])
-
-
 def _nbytes(tree) -> int:
     return int(sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize
                    for a in jax.tree.leaves(tree)))
@@ -357,7 +342,11 @@ class Programs:
         channels = shapes.shape[-1] if shapes.image else shapes.shape
         self.mean = np.full(channels, 0.5, np.float32)  # values do not change the program
         self.std = np.full(channels, 0.25, np.float32)
-        self.sample = np.zeros((1, *_input_shape(config, shapes)), np.float32)
+        self.info = engine.DataInfo(config.dataset, shapes.n_train, shapes.n_test, shapes.shape,
+                                    shapes.classes, self.mean, self.std)
+        self.host_augment = shapes.stream and data.train_transform(config) is not None
+        self.sample = np.zeros((1, *engine.model_input_shape(config, self.info,
+                                                              self.host_augment)), np.float32)
         seeds = [replicas.data_seed(config, r) for r in replicas.from_config(config)]
         self._seeds = seeds  # which data order each replica reads (its stream)
         self.key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
@@ -405,12 +394,10 @@ class Programs:
                                         sharding=SingleDeviceSharding(b.devices[0]))
             result = compile_program(program, k, jax.jit(self._init_fn()), (keys,))
         elif program in ("warmup", "level"):
-            info = engine.DataInfo(config.dataset, self.shapes.n_train, self.shapes.n_test,
-                                   self.shapes.shape, self.shapes.classes, self.mean, self.std)
             mapped, self.steps_per_epoch = engine.epoch_program(
-                config, self.model, b, info, program,
+                config, self.model, b, self.info, program,
                 pipeline="stream" if self.shapes.stream else "device",
-                host_augment=self.shapes.stream and data.train_transform(config) is not None,
+                host_augment=self.host_augment,
                 shard_rows=d["train_x"].shape[1] if d["sharded"] else 0)
             if self.shapes.stream:
                 batch, sums = d["batch"](self.streams(k)), jax.ShapeDtypeStruct((k,), np.float32)

@@ -349,6 +349,12 @@ def make_stream_evaluate(*, apply_fn, mean, std) -> Callable:
     return evaluate
 
 
+def per_device_eval_batch(n: int, num_devices: int, eval_batch: int) -> int:
+    """`eval_batch` (per device), lowered for a split of n examples smaller than one
+    batch per device."""
+    return max(1, min(int(eval_batch), math.ceil(n / num_devices)))
+
+
 def pad_for_eval(x: np.ndarray, y: np.ndarray, num_devices: int, eval_batch: int):
     """Pad a split to a multiple of num_devices * eval_batch.
 
@@ -356,7 +362,7 @@ def pad_for_eval(x: np.ndarray, y: np.ndarray, num_devices: int, eval_batch: int
     batch used (`eval_batch`, lowered for a split smaller than one batch per device).
     """
     n = x.shape[0]
-    eval_batch = max(1, min(eval_batch, math.ceil(n / num_devices)))
+    eval_batch = per_device_eval_batch(n, num_devices, eval_batch)
     chunk = num_devices * eval_batch
     total = math.ceil(n / chunk) * chunk
     pad = total - n
