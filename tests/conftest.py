@@ -13,6 +13,22 @@ makes every JAX process probe for a TPU first (~0.8 s and five lines of
 warnings, in this process and in each `python -m lrr_jax.main` a test starts):
 JAX_PLATFORMS=cpu skips the probe unless JAX_PLATFORMS is set or a CUDA plugin
 is installed (the GPU check runs some tests on its GPU).
+
+On the CPU the session's programs are compiled with LLVM at optimization level
+0 (`--xla_backend_optimization_level=0`, in XLA_FLAGS here and in every process
+a test starts; tests/xla_env.py adds a device count to it). The tests'
+programs are tiny and compile-bound: this cuts about a third of a narrow
+ResNet test's time. It changes the machine code, not the program (XLA's HLO
+passes run as before), and every comparison in the suite is between programs
+compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps the
+default level; the GPU check and the benchmarks always use it.
+
+`python -m pytest -q -n auto` (the README's test command; pytest-xdist is in
+the test extra) runs the suite in up to 4 worker processes, one per core, a
+test file at a time per worker (module fixtures are built once), the files
+that take longest first (`LONGEST_FIRST`, measured with `--durations`; it only
+orders the work), so that no long file starts last and runs alone. Without `-n`
+the suite runs in this process, in the same order.
 """
 
 from __future__ import annotations
@@ -22,6 +38,15 @@ import importlib.util
 import os
 import shutil
 import tempfile
+
+import pytest
+
+# The test files that take longest (seconds at `-n 2` on 2 cores, longest first); the
+# rest follow in their usual order.
+LONGEST_FIRST = ("test_gpu_check.py", "test_multihost.py", "test_stream.py",
+                 "test_reliability.py", "test_tpu_compile.py", "test_rewind_resnet.py",
+                 "test_parallel.py", "test_bench.py", "test_precision.py",
+                 "test_end_to_end.py", "test_errors.py", "test_lockstep.py")
 
 if os.environ.get("LRR_JAX_TEST_CACHE", "1") != "0" and \
         "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -34,3 +59,29 @@ if os.environ.get("LRR_JAX_TEST_CACHE", "1") != "0" and \
 if "JAX_PLATFORMS" not in os.environ and not any(
         importlib.util.find_spec(p) for p in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
     os.environ["JAX_PLATFORMS"] = "cpu"
+
+if os.environ.get("JAX_PLATFORMS") == "cpu" and os.environ.get("LRR_JAX_TEST_XLA_OPT") != "1":
+    os.environ["LRR_JAX_TEST_XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    if os.environ["LRR_JAX_TEST_XLA_FLAGS"] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = " ".join(
+            [os.environ.get("XLA_FLAGS", ""), os.environ["LRR_JAX_TEST_XLA_FLAGS"]]).strip()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks: unknown without it
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "load":  # a --dist the command line chose
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # keep the order above, not the most tests first
+    return LoadFileScheduling(config, log)

@@ -21,12 +21,12 @@ def trajectory(kind: str, num_devices: int, epochs: int = 3, sharded: bool = Fal
     c.lr, c.lr_min = 0.01, 0.01
     c.num_replicas = 2
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(128, 16, 16, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, size=(128, 8, 8, 3), dtype=np.uint8)
     y = (x[..., 0].mean(axis=(1, 2)) > 127).astype(np.int32)  # learnable labels
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
     backend = parallel.Backend(kind, jax.local_devices()[:num_devices])
     model = models.create(c, 2, bn_axis_name=train.AXIS)
-    state = train.create_replicas(model, c, [0, 1], np.zeros((1, 16, 16, 3), np.float32))
+    state = train.create_replicas(model, c, [0, 1], np.zeros((1, 8, 8, 3), np.float32))
     per = 128 // num_devices if sharded else 128
     fn, _ = train.make_train_epoch(apply_fn=model.apply, config=c, phase="level", num_train=per,
                                    num_devices=num_devices, mean=mean, std=std, image=True,

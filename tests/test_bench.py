@@ -22,7 +22,8 @@ def test_bench_runs_and_writes_json(tmp_path):
            "--only=throughput,vmap,vmap_runs,methods,prune,checkpoints",
            "--models=resnet18", "--dtypes=float32", "--width=0.0625", "--batch=16",
            "--steps=2", "--repeats=1", "--vmap_replicas=2", "--vmap_epochs=1",
-           "--vmap_runs_levels=1", "--methods_levels=1", "--checkpoint_mib=2", f"--out={out}"]
+           "--vmap_runs_levels=1", "--methods_levels=1", "--campaign_epochs=2",
+           "--checkpoint_mib=2", f"--out={out}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -46,9 +47,11 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert result["vmap_speedup"] > 0 and result["vmap_runs_speedup"] > 0
     runs = result["details"]["vmap_runs"]
     assert 0.1 < runs["vmapped_last_level_mean_test_acc"] <= 1.0
+    assert (runs["levels"], runs["epochs_per_level"], runs["warmup_epochs"]) == (1, 2, 2)
 
     methods = result["details"]["methods"]
     assert methods["methods"] == ["imp", "wr", "lrr"] and methods["num_replicas"] == 2
+    assert (methods["levels"], methods["epochs_per_level"]) == (1, 2)
     assert result["methods_one_program_speedup"] == methods["methods_one_program_speedup"] > 0
     accs = [methods[f"{v}_last_level_mean_test_acc"] for v in
             ("one_program", "one_replica_at_a_time", "one_method_at_a_time")]

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import xla_env
 from PIL import Image
 
 from lrr_jax import data, errors
@@ -399,7 +400,7 @@ def test_download_offline_fails_fast_with_one_line(tmp_path):
     empty.mkdir()
     port = _closed_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", **{cifar.PROBE_ENV: f"127.0.0.1:{port}"})
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla_env.flags()
     start = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "lrr_jax.main", "--config=configs/quickstart.py",

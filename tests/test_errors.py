@@ -14,6 +14,7 @@ import time
 
 import pytest
 import unprivileged
+import xla_env
 
 from lrr_jax import config_base, validation, workdir
 from lrr_jax.errors import ConfigError
@@ -36,7 +37,7 @@ def quick(**overrides):
 
 def main(workdir, *overrides, env=None, timeout=300, prefix=()):
     e = dict(os.environ, JAX_PLATFORMS="cpu")
-    e.pop("XLA_FLAGS", None)
+    e["XLA_FLAGS"] = xla_env.flags()
     e.update(env or {})
     start = time.time()
     out = subprocess.run([*prefix, sys.executable, "-m", "lrr_jax.main", *QUICK,
@@ -160,7 +161,7 @@ def test_missing_config_file_one_line(tmp_path):
 
 def test_batch_size_not_divisible_by_device_count(tmp_path):
     out, _ = main(tmp_path / "w", "--config.batch_size=100",
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                  env={"XLA_FLAGS": xla_env.flags(8)})
     assert one_line(out) == "error: batch_size: 100 is not divisible by the 8 devices"
     # Refused before the run started: no config.json, no checkpoints, and the
     # workdir the run would have created is not left behind holding only .lock.

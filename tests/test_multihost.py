@@ -24,6 +24,7 @@ import tempfile
 
 import numpy as np
 import pytest
+import xla_env
 
 HERE = os.path.dirname(__file__)
 WORKER = os.path.join(HERE, "multihost_worker.py")
@@ -38,7 +39,7 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict:
     return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+                XLA_FLAGS=xla_env.flags(devices))
 
 
 def _result(stdout: str, stderr: str) -> dict:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import xla_env
 
 HERE = os.path.dirname(__file__)
 # Devices sum gradients and BN statistics in a different order than one device
@@ -17,7 +18,7 @@ RTOL = 1e-5
 
 
 def test_one_vs_eight_devices_both_backends():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=xla_env.flags(8),
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), "8"], env=env,
                          capture_output=True, text=True, timeout=600)

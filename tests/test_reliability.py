@@ -20,6 +20,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import xla_env
 
 from lrr_jax import (
     checkpoints,
@@ -60,8 +61,8 @@ MAIN = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)
 def run_main(workdir, *extra, jax_cache, fault=None, env=None, timeout=600):
     e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax_cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    for k in ("LRR_JAX_FAULT", "XLA_FLAGS"):
-        e.pop(k, None)
+    e.pop("LRR_JAX_FAULT", None)
+    e["XLA_FLAGS"] = xla_env.flags()
     if fault:
         e["LRR_JAX_FAULT"] = fault
     e.update(env or {})
@@ -521,7 +522,7 @@ ACC_TOL, LOSS_RTOL, MASK_AGREE = 0.02, 0.02, 0.99
 @pytest.fixture(scope="module")
 def equivalence_runs(tmp_path_factory, jax_cache):
     root = tmp_path_factory.mktemp("equivalence")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=xla_env.flags(8),
                JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax_cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env.pop("LRR_JAX_FAULT", None)

@@ -40,7 +40,8 @@ Parts (`--only=a,b,...`; default all):
   `mask_source` = stage 1's LRR and IMP runs): `figure_one_program_speedup` =
   two-stage seconds / one-program seconds (target >= 1). `--methods_levels`
   (default: the quickstart's 15). Compilation is included: each campaign
-  compiles its own.
+  compiles its own. `--campaign_epochs` shortens the levels of the
+  `vmap_runs` and `methods` campaigns (the test's toy run).
 * `prune`: `pruning.prune` (global magnitude, exact count) on random
   ResNet50/CIFAR100-size parameters (23.65M prunable weights) with a mask at
   density 0.8^4, pruned to 0.8^5; `prune_seconds` is the median.

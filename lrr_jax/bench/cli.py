@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods_levels", type=int, default=0,
                    help="levels of the quickstart campaign in the methods part "
                         "(default 0: the quickstart's own)")
+    p.add_argument("--campaign_epochs", type=int, default=0,
+                   help="epochs per level (and at most as many warm-up epochs) of the "
+                        "quickstart campaigns of the vmap_runs and methods parts "
+                        "(default 0: the quickstart's own)")
     p.add_argument("--checkpoint_mib", default="6,128",
                    help="state sizes (MiB) of the checkpoints part: the quickstart's 6 "
                         "replicas, a full-width ResNet18 (params, momentum, mask)")
@@ -110,7 +114,7 @@ def run(argv=None) -> dict:
     chosen = resolve_defaults(args)
     settings = {k: getattr(args, k) for k in (
         "only", "width", "batch", "steps", "repeats", "models", "dtypes", "parallel",
-        "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "methods_levels",
+        "vmap_replicas", "vmap_epochs", "vmap_runs_levels", "methods_levels", "campaign_epochs",
         "checkpoint_mib", "input_images", "input_cifar_examples", "quickstart_overrides",
         "out")}
     result = {"command": " ".join(["python -m lrr_jax.bench", *args.argv]),

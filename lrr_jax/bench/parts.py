@@ -128,9 +128,18 @@ def bench_vmap(args, backend) -> dict:
     return rec
 
 
+def _quickstart(args):
+    """The quickstart's config, with `--campaign_epochs` if given."""
+    c = programs.quickstart_config(args.quickstart_config)
+    if args.campaign_epochs:
+        c.epochs_per_level = args.campaign_epochs
+        c.warmup_epochs = min(c.warmup_epochs, args.campaign_epochs)
+    return c
+
+
 def bench_vmap_runs(args) -> dict:
     k = args.vmap_replicas
-    c = programs.quickstart_config(args.quickstart_config)
+    c = _quickstart(args)
     c.methods, c.levels = "lrr", args.vmap_runs_levels
     c.progress, c.tensorboard = False, False
     rec = {"part": "vmap_runs", "model": f"mlp{tuple(c.mlp_hidden)}", "dataset": c.dataset,
@@ -174,7 +183,7 @@ def bench_methods(args) -> dict:
     same computation up to float summation order; their last-level accuracies
     are recorded as a check.
     """
-    c = programs.quickstart_config(args.quickstart_config)
+    c = _quickstart(args)
     if args.methods_levels:
         c.levels = args.methods_levels
     c.progress, c.tensorboard = False, False
