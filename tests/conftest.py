@@ -15,10 +15,13 @@ JAX_PLATFORMS=cpu skips the probe unless JAX_PLATFORMS is set or a CUDA plugin
 is installed (the GPU check runs some tests on its GPU).
 
 On the CPU the session's programs are compiled with LLVM at optimization level
-0 (`--xla_backend_optimization_level=0`, in XLA_FLAGS here and in every process
-a test starts; tests/xla_env.py adds a device count to it). The tests'
-programs are tiny and compile-bound: this cuts about a third of a narrow
-ResNet test's time. It changes the machine code, not the program (XLA's HLO
+0 (`--xla_backend_optimization_level=0`) and run their convolutions and matmuls
+on one thread each (`--xla_cpu_multi_thread_eigen=false`), in XLA_FLAGS here
+and in every process a test starts (tests/xla_env.py adds a device count to
+them). The tests' programs are tiny and compile-bound: level 0 cuts about a
+third of a narrow ResNet test's time, and one thread per op keeps the workers
+below (one per core) from oversubscribing the cores (~10% on the 1-vs-8-device
+and precision tests). Both change the machine code, not the program (XLA's HLO
 passes run as before), and every comparison in the suite is between programs
 compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps the
 default level; the GPU check and the benchmarks always use it.
@@ -61,7 +64,8 @@ if "JAX_PLATFORMS" not in os.environ and not any(
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 if os.environ.get("JAX_PLATFORMS") == "cpu" and os.environ.get("LRR_JAX_TEST_XLA_OPT") != "1":
-    os.environ["LRR_JAX_TEST_XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    os.environ["LRR_JAX_TEST_XLA_FLAGS"] = \
+        "--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false"
     if os.environ["LRR_JAX_TEST_XLA_FLAGS"] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = " ".join(
             [os.environ.get("XLA_FLAGS", ""), os.environ["LRR_JAX_TEST_XLA_FLAGS"]]).strip()

@@ -19,6 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import gpu_table  # noqa: E402
+import xla_env  # noqa: E402
 
 STATUSES = {"met", "NOT met", "not measured"}
 
@@ -28,6 +29,7 @@ def _check(tmp_path, *args, timeout=1200, dry=True, env=None):
     env = {**{k: v for k, v in os.environ.items() if k not in ("OUT", "XLA_FLAGS")},
            **(env or {})}
     env["JAX_PLATFORMS"] = "cpu"  # the rehearsal and the no-GPU answer, on any machine
+    env["XLA_FLAGS"] = xla_env.flags()  # the session's (the script's default otherwise)
     env.setdefault("PYTHON", sys.executable)  # this interpreter, activated or not
     done = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh"),
                            *(["--dry"] if dry else []), "--out", str(out), *args], cwd=REPO,

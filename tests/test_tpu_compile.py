@@ -93,8 +93,10 @@ def narrow_imagenet(**overrides):
     from configs import imagenet
 
     c = imagenet.get_config()
-    c.update({"methods": "lrr", "width": 0.0625, "image_size": 64, "batch_size": 64,
-              **overrides})
+    # A narrow CIFAR ResNet18 for the paper's ResNet-50: the streamed step is the point,
+    # and it compiles in three quarters of the time.
+    c.update({"methods": "lrr", "model": "resnet18", "width": 0.0625, "image_size": 64,
+              "batch_size": 64, **overrides})
     return c
 
 
