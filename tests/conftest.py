@@ -23,8 +23,8 @@ third of a narrow ResNet test's time, and one thread per op keeps the workers
 below (one per core) from oversubscribing the cores (~10% on the 1-vs-8-device
 and precision tests). Both change the machine code, not the program (XLA's HLO
 passes run as before), and every comparison in the suite is between programs
-compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps the
-default level; the GPU check and the benchmarks always use it.
+compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps XLA's
+defaults; the GPU check and the benchmarks always use them.
 
 `python -m pytest -q -n auto` (the README's test command; pytest-xdist is in
 the test extra) runs the suite in up to 4 worker processes, one per core, a
@@ -43,9 +43,10 @@ import shutil
 import tempfile
 
 import pytest
+import xla_env
 
-# The test files that take longest (seconds at `-n 2` on 2 cores, longest first); the
-# rest follow in their usual order.
+# The test files that take longest (`--durations` at `-n 2` on 2 cores), longest first;
+# the rest follow in their usual order.
 LONGEST_FIRST = ("test_gpu_check.py", "test_multihost.py", "test_stream.py",
                  "test_reliability.py", "test_tpu_compile.py", "test_rewind_resnet.py",
                  "test_parallel.py", "test_bench.py", "test_precision.py",
@@ -64,11 +65,11 @@ if "JAX_PLATFORMS" not in os.environ and not any(
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 if os.environ.get("JAX_PLATFORMS") == "cpu" and os.environ.get("LRR_JAX_TEST_XLA_OPT") != "1":
-    os.environ["LRR_JAX_TEST_XLA_FLAGS"] = \
+    os.environ[xla_env.SESSION] = \
         "--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false"
-    if os.environ["LRR_JAX_TEST_XLA_FLAGS"] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = " ".join(
-            [os.environ.get("XLA_FLAGS", ""), os.environ["LRR_JAX_TEST_XLA_FLAGS"]]).strip()
+    if xla_env.flags() not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
+                                            xla_env.flags()]).strip()
 
 
 def pytest_collection_modifyitems(session, config, items):
