@@ -27,11 +27,16 @@ compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps XLA's
 defaults; the GPU check and the benchmarks always use them.
 
 `python -m pytest -q -n auto` (the README's test command; pytest-xdist is in
-the test extra) runs the suite in up to 4 worker processes, one per core, a
-test file at a time per worker (module fixtures are built once), the files
-that take longest first (`LONGEST_FIRST`, measured with `--durations`; it only
-orders the work), so that no long file starts last and runs alone. Without `-n`
-the suite runs in this process, in the same order.
+the test extra) runs the suite in worker processes, two per core, at most 4 and
+at most one per `GIB_PER_WORKER` of available memory (`auto_workers`), a test
+file at a time per worker (module fixtures are built once), the files that take
+longest first (`LONGEST_FIRST`, measured with `--durations`; it only orders the
+work), so that no long file starts last and runs alone. Two per core, because
+the tests wait: for the processes they start to import and load, for
+checkpoints to reach the disk, for another process at a barrier. On 2 cores,
+`/usr/bin/time` put the suite at 163% of the CPU with 2 workers (833 s), 172%
+with 3 (708 s) and 188% with 4 (662 s). `-n N` chooses N. Without `-n` the
+suite runs in this process, in the same order.
 """
 
 from __future__ import annotations
@@ -77,9 +82,28 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
 
 
+# A worker, the processes its tests start (up to three `lrr_jax.main` or JAX workers at
+# once) and their compilations: ~9 GiB for 4 workers at their peak on 2 cores.
+GIB_PER_WORKER = 2.5
+
+
+def _available_gib() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib / 2 ** 20
+    except (OSError, StopIteration, ValueError):  # not Linux: no memory bound
+        return float("inf")
+
+
+def auto_workers(cores: int, available_gib: float) -> int:
+    """`-n auto`'s worker count: two per core, at most 4, one per GIB_PER_WORKER available."""
+    return max(1, min(2 * cores, 4, int(available_gib // GIB_PER_WORKER)))
+
+
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks: unknown without it
 def pytest_xdist_auto_num_workers(config):
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    return auto_workers(len(os.sched_getaffinity(0)), _available_gib())
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -180,15 +180,26 @@ def _launch_main(workdir, *extra, faults=("", "")) -> list[tuple[int, str, str]]
         lambda i: {"LRR_JAX_FAULT": faults[i]}, cwd=os.path.dirname(HERE))
 
 
+TWO_EPOCHS = "--config.epochs_per_level=2"
+
+
+@pytest.fixture(scope="module")
+def whole_two_process_run(tmp_path_factory):
+    """An uninterrupted `python -m lrr_jax.main` run as 2 processes (2 epochs per level):
+    (workdir, [(returncode, stdout, stderr)]); the SIGTERM test's reference too."""
+    workdir = tmp_path_factory.mktemp("whole")
+    return workdir, _launch_main(workdir, TWO_EPOCHS)
+
+
 @pytest.mark.slow
-def test_main_flags_start_a_two_process_run(tmp_path):
+def test_main_flags_start_a_two_process_run(whole_two_process_run):
     # The entry point users launch on every host: `--coordinator_address`,
     # `--num_processes`, `--process_id` reach jax.distributed before any device is used.
-    runs = _launch_main(tmp_path)
+    workdir, runs = whole_two_process_run
     for code, _, stderr in runs:
         assert code == 0, stderr[-3000:]
     outs = [(stdout, stderr) for _, stdout, stderr in runs]
-    with open(tmp_path / "lrr" / "results.csv") as f:
+    with open(workdir / "lrr" / "results.csv") as f:
         rows = f.read().splitlines()
     assert len(rows) == 1 + 2  # header + 2 levels x 1 replica, written once (process 0)
     assert "lrr (%)" in outs[0][0] and "lrr (%)" not in outs[1][0]  # process 0 prints the table
@@ -206,22 +217,22 @@ def test_incomplete_distributed_flags_are_a_one_line_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_at_one_process_stops_both_and_the_run_resumes(tmp_path):
+def test_sigterm_at_one_process_stops_both_and_the_run_resumes(tmp_path, whole_two_process_run):
     # A preemption notice that reaches only process 1 (which writes nothing):
     # both processes agree to stop after the same epoch, process 0 saves it,
     # both exit 143, and the relaunch finishes with the uninterrupted result.
     from lrr_jax import checkpoints
 
-    two_epochs = "--config.epochs_per_level=2"
-    runs = _launch_main(tmp_path / "cut", two_epochs, faults=("", "in_epoch:1:0@term"))
+    runs = _launch_main(tmp_path / "cut", TWO_EPOCHS, faults=("", "in_epoch:1:0@term"))
     for code, _, stderr in runs:
         assert code == 143, stderr[-3000:]
     mid = tmp_path / "cut" / "lrr" / "checkpoints" / checkpoints.mid_name(1, 0)
     assert (mid / "commit_success.txt").is_file()
-    for code, _, stderr in _launch_main(tmp_path / "cut", two_epochs):
+    for code, _, stderr in _launch_main(tmp_path / "cut", TWO_EPOCHS):
         assert code == 0, stderr[-3000:]
-    for code, _, stderr in _launch_main(tmp_path / "whole", two_epochs):
+    whole, runs = whole_two_process_run
+    for code, _, stderr in runs:
         assert code == 0, stderr[-3000:]
     with open(tmp_path / "cut" / "lrr" / "results.csv") as a, \
-            open(tmp_path / "whole" / "lrr" / "results.csv") as b:
+            open(whole / "lrr" / "results.csv") as b:
         assert a.read() == b.read()

@@ -173,30 +173,31 @@ def test_streamed_level_killed_or_preempted_inside_an_epoch_resumes_to_the_same_
     data = f"--config.data_dir={imagenet_dir['data_dir']}"
     whole = _run(*RESUME_RUN, data, f"--workdir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
-    # SIGKILL in epoch 1 of level 1, after 4 of its 9 steps: the resume reads the save
-    # after epoch 0 and replays epoch 1's batches (same order, same host crops).
-    kill = {"LRR_JAX_FAULT": "in_step:1:1:4"}
-    cut = _run(*RESUME_RUN, data, f"--workdir={tmp_path / 'kill'}", env=kill)
-    assert cut.returncode == -9, cut.stderr[-3000:]
-    # SIGTERM (a preemption notice) in epoch 0 of level 1 after 3 steps: saved there, with
-    # the reader's position, and exit 143.
+    # One run, cut twice. SIGTERM (a preemption notice) in epoch 0 of level 1 after 3 of
+    # its 9 steps: saved there, with the reader's position, and exit 143.
+    cut = tmp_path / "cut"
     term = {"LRR_JAX_FAULT": "in_step:1:0:3@term"}
-    stopped = _run(*RESUME_RUN, data, f"--workdir={tmp_path / 'term'}", env=term)
+    stopped = _run(*RESUME_RUN, data, f"--workdir={cut}", env=term)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "epoch 0 after step 3 of 9" in stopped.stderr
-    store = checkpoints.Store(tmp_path / "term" / "lrr")
+    store = checkpoints.Store(cut / "lrr")
     assert checkpoints.mid_name(1, 0, 3) in store.names()
     meta = store.restore_meta(checkpoints.mid_name(1, 0, 3))
     assert meta["partial"]["groups"][0]["step"] == 3
     assert meta["partial"]["groups"][0]["reader"] == {"next_index": 3}
-    for name in ("kill", "term"):
-        again = _run(*RESUME_RUN, data, f"--workdir={tmp_path / name}")
-        assert again.returncode == 0, again.stderr[-3000:]
-        if name == "term":
-            assert "lrr: level 1 resumes in epoch 0 after step 3" in again.stderr
-        for method in ("wr", "lrr"):
-            got = open(tmp_path / name / method / "results.csv").read()
-            assert got == open(tmp_path / "whole" / method / "results.csv").read(), name
+    # The relaunch resumes there; SIGKILL in epoch 1 of level 1 after 4 steps: the next
+    # resume reads the save after epoch 0 and replays epoch 1's batches (same order,
+    # same host crops).
+    kill = {"LRR_JAX_FAULT": "in_step:1:1:4"}
+    killed = _run(*RESUME_RUN, data, f"--workdir={cut}", env=kill)
+    assert "lrr: level 1 resumes in epoch 0 after step 3" in killed.stderr
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    again = _run(*RESUME_RUN, data, f"--workdir={cut}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "lrr: level 1 resumes after epoch 0" in again.stderr
+    for method in ("wr", "lrr"):
+        got = open(cut / method / "results.csv").read()
+        assert got == open(tmp_path / "whole" / method / "results.csv").read(), method
 
 
 def test_plan_reads_every_example_once_each_process_its_devices_share():
