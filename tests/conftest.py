@@ -34,9 +34,10 @@ longest first (`LONGEST_FIRST`, measured with `--durations`; it only orders the
 work), so that no long file starts last and runs alone. Two per core, because
 the tests wait: for the processes they start to import and load, for
 checkpoints to reach the disk, for another process at a barrier. On 2 cores,
-`/usr/bin/time` put the suite at 163% of the CPU with 2 workers (833 s), 172%
-with 3 (708 s) and 188% with 4 (662 s). `-n N` chooses N. Without `-n` the
-suite runs in this process, in the same order.
+beside a low-priority job that took the idle CPU, `/usr/bin/time` put the suite
+at 163% of the CPU with 2 workers (833 s), 172% with 3 (708 s) and 188% with 4
+(662 s). `-n N` chooses N. Without `-n` the suite runs in this process, in the
+same order.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 # A worker, the processes its tests start (up to three `lrr_jax.main` or JAX workers at
-# once) and their compilations: ~9 GiB for 4 workers at their peak on 2 cores.
+# once) and their compilations: 3 workers took 5.5 GiB at their peak (MemAvailable's
+# lowest point during `bash .ci/run` on 2 cores).
 GIB_PER_WORKER = 2.5
 
 
