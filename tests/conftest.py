@@ -84,8 +84,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 # A worker, the processes its tests start (up to three `lrr_jax.main` or JAX workers at
-# once) and their compilations: 3 workers took 5.5 GiB at their peak (MemAvailable's
-# lowest point during `bash .ci/run` on 2 cores).
+# once) and their compilations: 3 workers took 5.5 GiB at their peak, 4 took 6.7 GiB
+# (MemAvailable's lowest point during `bash .ci/run` on 2 cores).
 GIB_PER_WORKER = 2.5
 
 
