@@ -20,11 +20,12 @@ on one thread each (`--xla_cpu_multi_thread_eigen=false`), in XLA_FLAGS here
 and in every process a test starts (tests/xla_env.py adds a device count to
 them). The tests' programs are tiny and compile-bound: level 0 cuts about a
 third of a narrow ResNet test's time, and one thread per op keeps the workers
-below (one per core) from oversubscribing the cores (~10% on the 1-vs-8-device
-and precision tests). Both change the machine code, not the program (XLA's HLO
-passes run as before), and every comparison in the suite is between programs
-compiled alike or within a stated tolerance. LRR_JAX_TEST_XLA_OPT=1 keeps XLA's
-defaults; the GPU check and the benchmarks always use them.
+below from each spreading its ops over every core (~10% on the 1-vs-8-device
+and precision tests, measured at one worker per core). Both change the machine
+code, not the program (XLA's HLO passes run as before), and every comparison
+in the suite is between programs compiled alike or within a stated tolerance.
+LRR_JAX_TEST_XLA_OPT=1 keeps XLA's defaults; the GPU check and the benchmarks
+always use them.
 
 `python -m pytest -q -n auto` (the README's test command; pytest-xdist is in
 the test extra) runs the suite in worker processes, two per core, at most 4 and

@@ -230,8 +230,8 @@ def test_sigterm_at_one_process_stops_both_and_the_run_resumes(tmp_path, whole_t
     assert (mid / "commit_success.txt").is_file()
     for code, _, stderr in _launch_main(tmp_path / "cut", TWO_EPOCHS):
         assert code == 0, stderr[-3000:]
-    whole, runs = whole_two_process_run
-    for code, _, stderr in runs:
+    whole, whole_runs = whole_two_process_run
+    for code, _, stderr in whole_runs:
         assert code == 0, stderr[-3000:]
     with open(tmp_path / "cut" / "lrr" / "results.csv") as a, \
             open(whole / "lrr" / "results.csv") as b:

@@ -1,9 +1,9 @@
 """XLA_FLAGS for the processes the tests start.
 
 tests/conftest.py sets the session's flags (on the CPU: LLVM at optimization
-level 0 and one thread per op, see there) in XLA_FLAGS and in LRR_JAX_TEST_XLA_FLAGS; a test that
-starts a process with its own device count adds that count to them instead of
-replacing them.
+level 0 and one thread per op, see there) in XLA_FLAGS and in
+LRR_JAX_TEST_XLA_FLAGS; a test that starts a process with its own device count
+adds that count to them instead of replacing them.
 """
 
 from __future__ import annotations
